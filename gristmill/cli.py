@@ -1,0 +1,213 @@
+"""The one entry point: `gristmill <stage> ...`, `gristmill run`, `gristmill manifest ...`, `gristmill demo`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from gristmill import __version__
+from gristmill import config as cfg
+from gristmill import runs
+from gristmill.errors import GristmillError
+from gristmill.manifests import ManifestError, format_lineage, lineage, read_manifest, verify
+from gristmill.stages import BUILTIN
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+REPO = Path(__file__).resolve().parent.parent
+DEMO_RECIPE = REPO / "recipes" / "demo.toml"
+
+
+def registry() -> dict[str, runs.StageSpec]:
+    return {s.name: s for s in BUILTIN}
+
+
+def _add_stage_parser(sub: argparse._SubParsersAction, spec: runs.StageSpec) -> None:
+    p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+    for role in spec.roles:
+        p.add_argument(role.flag, dest=f"role_{role.name}", nargs="+" if role.many else None,
+                       required=role.required, metavar="PATH", help=role.help)
+    p.add_argument("--out", required=True, type=Path, help="the stage's output folder")
+    p.add_argument("--config", type=Path, help=f"a recipe TOML; its [{spec.name}] section configures the stage")
+    p.add_argument("--set", action="append", default=[], metavar=f"{spec.name}.KEY=VALUE", help="override a config value")
+    p.add_argument("--force", action="store_true", help="redo the stage even when it already finished")
+    p.set_defaults(func=_cmd_stage, spec=spec)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gristmill", description="From a web dump to an aligned small language model.")
+    ap.add_argument("--version", action="version", version=f"gristmill {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    align = None
+    for spec in BUILTIN:
+        if spec.group == "align":
+            if align is None:
+                ag = sub.add_parser("align", help="alignment stages: sft, reward, dpo, ppo")
+                align = ag.add_subparsers(dest="align_stage", metavar="STAGE", required=True)
+            _add_stage_parser(align, spec)
+        else:
+            _add_stage_parser(sub, spec)
+
+    m = sub.add_parser("manifest", help="verify, show or trace stage folders")
+    msub = m.add_subparsers(dest="manifest_cmd", metavar="ACTION", required=True)
+    for name, helptext in (("verify", "re-hash every output; exit 1 on any mismatch"),
+                           ("lineage", "the chain of stages back to the raw inputs"),
+                           ("show", "print the manifest")):
+        mp = msub.add_parser(name, help=helptext)
+        mp.add_argument("dir", type=Path)
+        mp.set_defaults(func=_cmd_manifest)
+
+    r = sub.add_parser("run", help="run a recipe's stages in order, skipping finished ones")
+    r.add_argument("recipe", type=Path)
+    _add_run_args(r, out_required=True)
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", help="write the built-in demo data and run recipes/demo.toml on it")
+    _add_run_args(d, out_required=False)
+    d.add_argument("--pages", type=int, default=None, help="web pages in the generated dump")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    dd = sub.add_parser("demo-data", help="write the built-in synthetic web dump and task data")
+    dd.add_argument("--out", type=Path, required=True)
+    dd.add_argument("--pages", type=int, default=None)
+    dd.add_argument("--seed", type=int, default=0)
+    dd.set_defaults(func=_cmd_demo_data)
+    return ap
+
+
+def _add_run_args(p: argparse.ArgumentParser, *, out_required: bool) -> None:
+    p.add_argument("--out", type=Path, required=out_required, default=None if out_required else Path("runs/demo"),
+                   help="the run folder; each stage writes RUN/<stage>/")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE")
+    p.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage (earlier ones must be finished)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is skipped, why) and stop")
+
+
+def _cmd_stage(args: argparse.Namespace) -> int:
+    spec: runs.StageSpec = args.spec
+    recipe = cfg.load_toml(args.config) if args.config else {}
+    recipe = cfg.apply_overrides(recipe, args.set)
+    other = sorted(k for k in recipe if k != spec.name and any(s.startswith(f"{k}.") for s in args.set))
+    if other:
+        raise cfg.ConfigError(f"--set {other[0]}.…: this command configures [{spec.name}] only")
+    config = cfg.build(spec.config_cls(), recipe.get(spec.name, {}), section=spec.name)
+    inputs: dict[str, list[Path]] = {}
+    for role in spec.roles:
+        value = getattr(args, f"role_{role.name}")
+        if value is None:
+            continue
+        paths = [Path(v) for v in (value if isinstance(value, list) else [value])]
+        inputs[role.name] = [q for p in paths for q in runs.expand_glob(p)]
+    m = spec.run_fn()(config, inputs, args.out, force=args.force)
+    print(f"{spec.name}: {args.out} (id {m.id})")
+    return 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    if args.manifest_cmd == "verify":
+        problems = verify(args.dir)
+        for p in problems:
+            print(p, file=sys.stderr)
+        m = read_manifest(args.dir)
+        if problems:
+            print(f"FAILED: {len(problems)} of {len(m.outputs)} outputs do not match {args.dir}/manifest.json",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        print(f"OK: {len(m.outputs)} outputs of {m.stage} {m.id} match")
+        return 0
+    if args.manifest_cmd == "lineage":
+        print(format_lineage(lineage(args.dir)))
+        return 0
+    print(json.dumps(read_manifest(args.dir).to_dict(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
+    recipe = runs.load_recipe(recipe_path)
+    steps = runs.plan(recipe, registry(), run_dir=args.out, recipe_dir=recipe_path.resolve().parent,
+                      overrides=args.set, start=args.start, until=args.until)
+    print(f"plan for {recipe_path} -> {args.out}:")
+    print(runs.format_plan(steps))
+    if args.dry_run:
+        return 0
+    runs.execute(steps)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    recipe = runs.load_recipe(args.recipe)
+    blocked = [s.name for s in BUILTIN if s.name in recipe.get("run", {}).get("stages", []) and not runs.is_built(s)]
+    if blocked:
+        raise runs.StageNotBuilt(f"{args.recipe}: stage(s) {', '.join(blocked)} are not built yet in this version "
+                                 "of gristmill; remove them from [run] stages")
+    return _run_recipe(args.recipe, args)
+
+
+def _write_demo_data(out: Path, pages: int | None, seed: int) -> dict:
+    from gristmill.demo import write_demo_data
+
+    kwargs = {"seed": seed} | ({"pages": pages} if pages is not None else {})
+    return write_demo_data(out, **kwargs)
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    summary = _write_demo_data(args.out, args.pages, args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if not DEMO_RECIPE.is_file():
+        raise runs.RunError(f"{DEMO_RECIPE}: the demo recipe is missing; `gristmill demo` runs from a checkout")
+    data = args.out / "data"
+    if not (data / "summary.json").is_file() or args.pages is not None:
+        print(f"writing the built-in demo data to {data}")
+        _write_demo_data(data, args.pages, args.seed)
+    else:
+        print(f"demo data already in {data}")
+    rc = _run_recipe(DEMO_RECIPE, args)
+    in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])
+    missing = [s.name for s in BUILTIN if s.name not in in_recipe and not runs.is_built(s)]
+    if missing:
+        print(f"not built yet (not in the demo): {', '.join(missing)}")
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Stage tools (`gristmill curate train-quality ...`) take their own arguments.
+    for spec in BUILTIN:
+        prefix = ["align", spec.name] if spec.group == "align" else [spec.name]
+        n = len(prefix)
+        for name, target in spec.tools:
+            if argv[:n] == prefix and argv[n:n + 1] == [name]:
+                module, _, attr = target.partition(":")
+                return _guard(lambda: getattr(importlib.import_module(module), attr)(argv[n + 1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    return _guard(lambda: args.func(args))
+
+
+def _guard(fn) -> int:
+    """Known failures print one clear line and exit non-zero; anything else keeps its traceback."""
+    try:
+        return int(fn() or 0)
+    except runs.StageNotBuilt as e:
+        print(f"gristmill: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (GristmillError, FileNotFoundError) as e:
+        print(f"gristmill: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("gristmill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Write, read and verify stage folders: `DIR/manifest.json` plus the outputs it lists."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from gristmill.manifests.hashing import sha256_file
+from gristmill.manifests.io import atomic_write_json
+from gristmill.manifests.schema import MANIFEST_NAME, InputRecord, Manifest, ManifestError, OutputRecord, compute_id
+
+# Versions recorded in every manifest; looked up from package metadata, never imported (cheap).
+_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "datatrove", "trafilatura", "datasketch",
+             "numpy", "fasttext-numpy2-wheel")
+
+
+def software_info() -> dict[str, str]:
+    from gristmill import __version__
+
+    info = {"gristmill": __version__, "git_commit": _git_commit(), "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_info(device: str = "cpu", world_size: int = 1) -> dict[str, Any]:
+    return {"device": device, "world_size": world_size, "host": socket.gethostname()}
+
+
+def input_ids(inputs: list[InputRecord]) -> list[str]:
+    # Sorted by role (stable within a role) so a recipe and a CLI call that list roles in another
+    # order still derive the same id.
+    return [f"{i.role}={i.id or i.sha256}" for i in sorted(inputs, key=lambda i: i.role)]
+
+
+def new_manifest(stage: str, config: dict[str, Any], inputs: list[InputRecord], **fields: Any) -> Manifest:
+    """A manifest whose id is derived from stage, resolved config and input identities."""
+    return Manifest(stage=stage, id=compute_id(stage, config, input_ids(inputs)), config=config,
+                    inputs=list(inputs), software=software_info(), **fields)
+
+
+def output_record(out_dir: str | Path, path: str | Path, kind: str, records: int | None = None) -> OutputRecord:
+    """Hash a file inside `out_dir` and describe it for the manifest."""
+    out_dir = Path(out_dir)
+    p = Path(path)
+    full = p if p.is_absolute() else out_dir / p
+    rel = full.resolve().relative_to(out_dir.resolve()).as_posix()
+    return OutputRecord(path=rel, kind=kind, bytes=full.stat().st_size, sha256=sha256_file(full), records=records)
+
+
+def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
+    """Write `out_dir/manifest.json` atomically. Call it last: its presence means the stage finished."""
+    out_dir = Path(out_dir)
+    if not manifest.created:
+        manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    Manifest.from_dict(manifest.to_dict(), where=str(out_dir / MANIFEST_NAME))  # refuse unsafe paths early
+    for o in manifest.outputs:
+        _check_inside(out_dir, o.path)
+    path = out_dir / MANIFEST_NAME
+    atomic_write_json(path, manifest.to_dict())
+    return path
+
+
+def manifest_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / MANIFEST_NAME if p.is_dir() or not p.name.endswith(".json") else p
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a stage folder's manifest (or a manifest file), checking schema and output paths."""
+    mp = manifest_path(path)
+    if not mp.is_file():
+        raise ManifestError(f"{mp}: no manifest here; is {mp.parent} a finished gristmill stage folder?")
+    try:
+        data = json.loads(mp.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{mp}: not valid JSON ({e})") from None
+    return Manifest.from_dict(data, where=str(mp))
+
+
+def _check_inside(out_dir: Path, rel: str) -> Path:
+    full = out_dir / rel
+    # resolve() follows symlinks: a link that points out of the folder is refused like '..'.
+    real, root = os.path.realpath(full), os.path.realpath(out_dir)
+    if os.path.commonpath([real, root]) != root:
+        raise ManifestError(f"{out_dir / MANIFEST_NAME}: output {rel!r} resolves outside the folder (to {real})")
+    return full
+
+
+def verify(path: str | Path) -> list[str]:
+    """Re-hash every output a manifest lists. Returns the problems (empty when all is well)."""
+    mp = manifest_path(path)
+    m = read_manifest(mp)
+    out_dir = mp.parent
+    problems = []
+    for o in m.outputs:
+        try:
+            full = _check_inside(out_dir, o.path)
+        except ManifestError as e:
+            problems.append(str(e))
+            continue
+        if not full.is_file():
+            problems.append(f"{full}: missing (manifest lists {o.bytes} bytes, sha256 {o.sha256})")
+            continue
+        got = sha256_file(full)
+        if got != o.sha256:
+            problems.append(f"{full}: sha256 mismatch: manifest says {o.sha256}, file has {got}")
+    return problems
+
+
+def verified(path: str | Path) -> Manifest:
+    """Read a manifest and raise if any output it lists is missing or changed."""
+    problems = verify(path)
+    if problems:
+        raise ManifestError("; ".join(problems) + f" (run `gristmill manifest verify {Path(path)}` for details)")
+    return read_manifest(path)
+
+
+def finished(out_dir: str | Path, expected_id: str) -> Manifest | None:
+    """The stage contract's skip test: a manifest with this id whose outputs verify, else None."""
+    mp = Path(out_dir) / MANIFEST_NAME
+    if not mp.is_file():
+        return None
+    try:
+        m = read_manifest(mp)
+    except ManifestError:
+        return None
+    if m.id != expected_id or verify(mp):
+        return None
+    return m

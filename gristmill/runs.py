@@ -1,0 +1,287 @@
+"""Recipes and runs: plan which stages run or are skipped (and why), then run them in order.
+
+A recipe is TOML:
+
+    [run]
+    stages = ["curate", "tokenize"]          # in order
+
+    [inputs]                                  # per stage: role = path or [paths]
+    curate = { data = "{run}/data/web.warc.gz" }
+    tokenize = { data = "@curate" }           # @name: that stage's folder in this run
+
+    [curate]                                  # the stage's config section
+    languages = ["en"]
+
+Relative raw paths are read from the recipe's folder; `{run}` is the run folder and `{recipe}`
+the recipe's folder. Each stage runs in RUN_DIR/<stage>/. A stage's id is derived from its
+resolved config and its inputs' ids before anything runs, so the plan knows what a changed
+config invalidates downstream without running anything.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from gristmill import config as cfg
+from gristmill.errors import GristmillError
+from gristmill.manifests import (MANIFEST_NAME, RAW, InputRecord, Manifest, ManifestError, compute_id, finished,
+                                 input_records, read_manifest)
+from gristmill.manifests.store import input_ids
+
+
+class StageNotBuilt(GristmillError):
+    """The recipe or command names a stage whose code is not in this version of gristmill."""
+
+
+class RunError(GristmillError):
+    """A recipe that cannot run as written: the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    flag: str  # the CLI flag of the stage's own command
+    accepts: tuple[str, ...]  # upstream stage names, and/or RAW for a file or folder gristmill did not make
+    many: bool = False
+    required: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    help: str
+    roles: tuple[Role, ...]
+    config: str | type  # "module:Class", or the class itself (tests register fakes this way)
+    run: str | Callable[..., Manifest]  # run(config, inputs, out_dir, *, force) -> Manifest
+    group: str | None = None  # CLI group: `gristmill align sft`
+    issue: int | None = None  # the issue that builds it, for the "not built yet" message
+    tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. curate train-quality
+
+    @property
+    def expect(self) -> dict[str, tuple[str, ...]]:
+        return {r.name: r.accepts for r in self.roles}
+
+    def config_cls(self) -> type:
+        return self.config if isinstance(self.config, type) else _load(self, self.config)
+
+    def run_fn(self) -> Callable[..., Manifest]:
+        return self.run if callable(self.run) else _load(self, self.run)
+
+
+def _load(spec: StageSpec, target: str) -> Any:
+    module, _, attr = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")) and e.name.startswith("gristmill"):
+            where = f" (issue {spec.issue})" if spec.issue else ""
+            raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}") from None
+        raise
+    return getattr(mod, attr)
+
+
+def is_built(spec: StageSpec) -> bool:
+    try:
+        spec.config_cls()
+        spec.run_fn()
+        return True
+    except StageNotBuilt:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass
+class Step:
+    name: str
+    spec: StageSpec | None
+    out_dir: Path
+    config: Any = None
+    config_dict: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, list[Path]] = field(default_factory=dict)
+    id: str = ""
+    action: str = "run"  # run | skip | excluded | not-built
+    reason: str = ""
+
+
+def resolve_inputs(spec: StageSpec, raw: dict[str, Any], *, recipe_dir: Path, run_dir: Path,
+                   where: str) -> dict[str, list[Path | str]]:
+    """Recipe input values -> role -> paths; '@stage' entries are kept as strings for the planner."""
+    roles = {r.name: r for r in spec.roles}
+    unknown = sorted(set(raw) - set(roles))
+    if unknown:
+        raise RunError(f"{where}: unknown input role(s) {', '.join(unknown)}; {spec.name} takes {', '.join(roles)}")
+    out: dict[str, list[Path | str]] = {}
+    for name, role in roles.items():
+        value = raw.get(name)
+        if value is None:
+            if role.required:
+                raise RunError(f"{where}: missing input {name!r} ({role.help})")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if len(values) > 1 and not role.many:
+            raise RunError(f"{where}: input {name!r} takes one path, got {len(values)}")
+        paths: list[Path | str] = []
+        for v in values:
+            if not isinstance(v, str):
+                raise RunError(f"{where}: input {name!r}: expected a path string, got {v!r}")
+            if v.startswith("@"):
+                paths.append(v)
+                continue
+            p = v.replace("{run}", str(run_dir)).replace("{recipe}", str(recipe_dir))
+            p = Path(p).expanduser()
+            p = p if p.is_absolute() else recipe_dir / p
+            paths.extend(expand_glob(p) if role.many else [p])
+        out[name] = paths
+    return out
+
+
+def expand_glob(p: Path) -> list[Path]:
+    """A path with * ? [ expands to its matches (sorted); no match is an error, never silence."""
+    s = str(p)
+    if not any(c in s for c in "*?["):
+        return [p]
+    hits = sorted(glob.glob(s, recursive=True))
+    if not hits:
+        raise RunError(f"{s}: the pattern matches no file")
+    return [Path(h) for h in hits]
+
+
+def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Path, recipe_dir: Path,
+         overrides: Iterable[str] = (), start: str | None = None, until: str | None = None) -> list[Step]:
+    """Every stage of the recipe with its action and reason. Computes ids; runs nothing."""
+    recipe = cfg.apply_overrides(recipe, list(overrides))
+    run_table = recipe.get("run", {})
+    names = run_table.get("stages")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise RunError("recipe: [run] stages must list the stages to run, e.g. stages = [\"curate\", \"tokenize\"]")
+    unknown_sections = sorted(set(recipe) - {"run", "inputs"} - set(names) - set(registry))
+    if unknown_sections:
+        raise RunError(f"recipe: section(s) [{'], ['.join(unknown_sections)}] name no stage of this recipe "
+                       f"({', '.join(names)})")
+    for bound, label in ((start, "--from"), (until, "--until")):
+        if bound is not None and bound not in names:
+            raise RunError(f"{label} {bound}: not a stage of this recipe ({', '.join(names)})")
+    first = names.index(start) if start else 0
+    last = names.index(until) if until else len(names) - 1
+
+    steps: list[Step] = []
+    planned: dict[str, Step] = {}
+    rerun: set[str] = set()
+    for i, name in enumerate(names):
+        if name in planned:
+            raise RunError(f"recipe: stage {name!r} is listed twice in [run] stages")
+        spec = registry.get(name)
+        step = Step(name=name, spec=spec, out_dir=run_dir / name)
+        steps.append(step)
+        planned[name] = step
+        if spec is None:
+            raise RunError(f"recipe: unknown stage {name!r}; known stages: {', '.join(registry)}")
+        if not is_built(spec):
+            step.action, step.reason = "not-built", "not built yet in this version of gristmill"
+            continue
+        section = recipe.get(name, {})
+        step.config = cfg.build(spec.config_cls(), section, section=name)
+        step.config_dict = cfg.to_dict(step.config)
+        raw_inputs = recipe.get("inputs", {}).get(name, {})
+        resolved = resolve_inputs(spec, raw_inputs, recipe_dir=recipe_dir, run_dir=run_dir, where=f"[inputs] {name}")
+        ids: list[InputRecord] = []
+        upstream_rerun = []
+        raw_paths: dict[str, list[Path]] = {}
+        for role, paths in resolved.items():
+            accepted = spec.expect[role]
+            for p in paths:
+                if isinstance(p, str):  # @stage
+                    up = planned.get(p[1:])
+                    if up is None:
+                        raise RunError(f"[inputs] {name}.{role} = {p!r}: no earlier stage {p[1:]!r} in this recipe")
+                    if up.spec is not None and up.spec.name not in accepted:
+                        raise RunError(f"[inputs] {name}.{role} = {p!r}: {name} takes {', '.join(accepted)} here, "
+                                       f"not {up.spec.name}")
+                    if up.action == "not-built" or not up.id:
+                        step.action, step.reason = "blocked", f"needs {p[1:]}, which cannot run"
+                        break
+                    ids.append(InputRecord(role=role, path=str(up.out_dir), sha256="", stage=up.name, id=up.id))
+                    step.inputs.setdefault(role, []).append(up.out_dir)
+                    if up.name in rerun:
+                        upstream_rerun.append(up.name)
+                else:
+                    raw_paths.setdefault(role, []).append(p)
+                    step.inputs.setdefault(role, []).append(p)
+        if step.action == "blocked":
+            continue
+        try:
+            ids += input_records(raw_paths, spec.expect, step.out_dir)
+        except ManifestError as e:
+            raise RunError(f"[inputs] {name}: {e}") from None
+        step.id = compute_id(name, step.config_dict, input_ids(ids))
+
+        if not first <= i <= last:
+            step.action = "excluded"
+            step.reason = "before --from" if i < first else "after --until"
+            done = finished(step.out_dir, step.id)
+            if i < first and done is None:
+                raise RunError(f"--from {start}: earlier stage {name!r} has no finished output with id {step.id} "
+                               f"in {step.out_dir}; run it first (drop --from)")
+            continue
+        done = finished(step.out_dir, step.id)
+        if done is not None:
+            step.action, step.reason = "skip", f"finished (id {step.id}, outputs verified)"
+            continue
+        rerun.add(name)
+        step.action = "run"
+        step.reason = _why_run(step, upstream_rerun)
+    return steps
+
+
+def _why_run(step: Step, upstream_rerun: list[str]) -> str:
+    mp = step.out_dir / MANIFEST_NAME
+    if not mp.is_file():
+        return "no finished output yet" if not step.out_dir.exists() else "unfinished output (no manifest)"
+    try:
+        old = read_manifest(mp)
+    except ManifestError:
+        return "existing manifest is unreadable"
+    if old.id == step.id:
+        return "outputs do not verify"
+    changed = sorted(k for k in set(old.config) | set(step.config_dict) if old.config.get(k) != step.config_dict.get(k))
+    if changed:
+        return f"config changed ({', '.join(changed)}): id {old.id} -> {step.id}"
+    if upstream_rerun:
+        return f"inputs change: {', '.join(upstream_rerun)} re-runs"
+    return f"inputs changed: id {old.id} -> {step.id}"
+
+
+def format_plan(steps: list[Step]) -> str:
+    width = max(len(s.name) for s in steps)
+    return "\n".join(f"  {s.name:<{width}}  {s.action:<9}  {s.reason}" for s in steps)
+
+
+def execute(steps: list[Step], *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Manifest]:
+    """Run the steps whose action is 'run', in order. A stage failure stops the run (it raises)."""
+    manifests = []
+    for step in steps:
+        if step.action == "skip":
+            log(f"[{step.name}] skipped: {step.reason}")
+            continue
+        if step.action != "run":
+            continue
+        log(f"[{step.name}] running: {step.reason}")
+        m = step.spec.run_fn()(step.config, step.inputs, step.out_dir, force=False)
+        if m.id != step.id:
+            raise RunError(f"[{step.name}] the stage wrote id {m.id} but the plan derived {step.id}: "
+                           "a stage must not change its config or inputs while it runs")
+        manifests.append(m)
+        log(f"[{step.name}] done: id {m.id}")
+    return manifests
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    return cfg.load_toml(path)

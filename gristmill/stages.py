@@ -1,0 +1,56 @@
+"""The table of built-in stages: name, input roles (CLI flags), and where the code lives.
+
+Code is named by string and imported only when the stage runs, so `gristmill --help` does not
+import torch, and a stage that is not built yet is reported instead of crashing the CLI.
+"""
+from __future__ import annotations
+
+from gristmill.manifests import RAW
+from gristmill.runs import Role, StageSpec
+
+BUILTIN: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="curate", help="web dump -> language ID, boilerplate removal, filters, dedup, ledger",
+        roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),),
+        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3),
+    StageSpec(
+        name="tokenize", help="curated documents -> BPE tokenizer + memory-mapped token shards",
+        roles=(Role("data", "--input", accepts=("curate",), help="a finished curate folder"),
+               Role("tokenizer", "--tokenizer", accepts=(RAW, "tokenize"), required=False,
+                    help="use this tokenizer folder / tokenizer.json instead of training one")),
+        config="gristmill.tokenize.config:TokenizeConfig", run="gristmill.tokenize.run:run_tokenize", issue=4),
+    StageSpec(
+        name="pretrain", help="token shards -> base model (Hugging Face folder)",
+        roles=(Role("data", "--data", accepts=("tokenize",), help="a finished tokenize folder"),),
+        config="gristmill.pretrain.config:PretrainConfig", run="gristmill.pretrain.run:run_pretrain", issue=5),
+    StageSpec(
+        name="sft", help="base model + instructions -> SFT model", group="align",
+        roles=(Role("model", "--model", accepts=("pretrain", RAW), help="base model: a pretrain folder or a HF model folder"),
+               Role("data", "--data", accepts=(RAW,), many=True, help="SFT JSONL: {instruction, input?, response} or {messages}")),
+        config="gristmill.align.config:SFTConfig", run="gristmill.align.sft:run_sft"),
+    StageSpec(
+        name="reward", help="SFT model + preference pairs -> reward model (Bradley-Terry)", group="align",
+        roles=(Role("model", "--model", accepts=("sft", "pretrain", RAW), help="the SFT model folder"),
+               Role("data", "--data", accepts=(RAW,), many=True, help="preference JSONL: {prompt, chosen, rejected} or HH")),
+        config="gristmill.align.config:RewardConfig", run="gristmill.align.reward:run_reward"),
+    StageSpec(
+        name="dpo", help="SFT model + preference pairs -> aligned model (DPO / IPO / SimPO)", group="align",
+        roles=(Role("model", "--model", accepts=("sft", RAW), help="the SFT model folder (also the reference)"),
+               Role("data", "--data", accepts=(RAW,), many=True, help="preference JSONL"),
+               Role("reward", "--reward", accepts=("reward",), required=False, help="reward model to judge win rate")),
+        config="gristmill.align.config:DPOConfig", run="gristmill.align.dpo:run_dpo"),
+    StageSpec(
+        name="ppo", help="SFT model + reward model + prompts -> aligned model (PPO)", group="align",
+        roles=(Role("model", "--model", accepts=("sft", RAW), help="the SFT model folder (policy and reference)"),
+               Role("reward", "--reward", accepts=("reward",), help="the reward model folder"),
+               Role("data", "--data", accepts=(RAW,), many=True, help="prompt JSONL: {prompt}")),
+        config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo"),
+)
+
+
+def spec(name: str) -> StageSpec:
+    """The built-in stage called `name` (its roles give `expect` for `begin_stage`)."""
+    for s in BUILTIN:
+        if s.name == name:
+            return s
+    raise KeyError(f"no built-in stage {name!r}; known: {', '.join(s.name for s in BUILTIN)}")

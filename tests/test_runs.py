@@ -1,0 +1,154 @@
+"""The run planner with two fake stages: skip when finished, re-run on change and downstream,
+--from / --until / --dry-run, and recipes that cannot run say why."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gristmill.config import to_dict
+from gristmill.manifests import RAW, begin_stage, output_record, read_manifest, write_manifest
+from gristmill.runs import Role, RunError, StageSpec, execute, format_plan, plan
+
+CALLS: list[str] = []
+
+
+@dataclass(kw_only=True)
+class AlphaConfig:
+    factor: int = 2
+
+
+@dataclass(kw_only=True)
+class BetaConfig:
+    suffix: str = "!"
+
+
+def run_alpha(config, inputs, out_dir, *, force=False):
+    start = begin_stage("alpha", to_dict(config), inputs, out_dir, expect={"data": (RAW,)}, force=force)
+    if start.done:
+        return start.done
+    CALLS.append("alpha")
+    text = "".join(Path(p).read_text() for p in inputs["data"]) * config.factor
+    (out_dir / "a.txt").write_text(text)
+    start.manifest.outputs = [output_record(out_dir, "a.txt", "text")]
+    write_manifest(out_dir, start.manifest)
+    return start.manifest
+
+
+def run_beta(config, inputs, out_dir, *, force=False):
+    start = begin_stage("beta", to_dict(config), inputs, out_dir, expect={"data": ("alpha",)}, force=force)
+    if start.done:
+        return start.done
+    CALLS.append("beta")
+    (out_dir / "b.txt").write_text((inputs["data"][0] / "a.txt").read_text() + config.suffix)
+    start.manifest.outputs = [output_record(out_dir, "b.txt", "text")]
+    write_manifest(out_dir, start.manifest)
+    return start.manifest
+
+
+REGISTRY = {
+    "alpha": StageSpec("alpha", "fake first stage", (Role("data", "--input", accepts=(RAW,), many=True),),
+                       AlphaConfig, run_alpha),
+    "beta": StageSpec("beta", "fake second stage", (Role("data", "--input", accepts=("alpha",)),), BetaConfig, run_beta),
+    "unbuilt": StageSpec("unbuilt", "not here", (Role("data", "--input", accepts=("beta",)),),
+                         "gristmill.no_such_stage.config:X", "gristmill.no_such_stage.run:run"),
+}
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    (tmp_path / "in.txt").write_text("ab")
+    CALLS.clear()
+    return {"run": {"stages": ["alpha", "beta"]},
+            "inputs": {"alpha": {"data": "in.txt"}, "beta": {"data": "@alpha"}},
+            "alpha": {"factor": 2}}
+
+
+def _plan(recipe, tmp_path, **kw):
+    return plan(recipe, REGISTRY, run_dir=tmp_path / "run", recipe_dir=tmp_path, **kw)
+
+
+def _actions(steps):
+    return {s.name: s.action for s in steps}
+
+
+def test_first_run_then_skip(recipe, tmp_path):
+    steps = _plan(recipe, tmp_path)
+    assert _actions(steps) == {"alpha": "run", "beta": "run"}
+    ms = execute(steps, log=lambda s: None)
+    assert CALLS == ["alpha", "beta"]
+    assert (tmp_path / "run" / "beta" / "b.txt").read_text() == "abab!"
+    assert [m.id for m in ms] == [s.id for s in steps]  # the plan derives the ids the stages write
+    again = _plan(recipe, tmp_path)
+    assert _actions(again) == {"alpha": "skip", "beta": "skip"}
+    execute(again, log=lambda s: None)
+    assert CALLS == ["alpha", "beta"]
+
+
+def test_changed_config_reruns_stage_and_downstream(recipe, tmp_path):
+    execute(_plan(recipe, tmp_path), log=lambda s: None)
+    steps = _plan(recipe, tmp_path, overrides=["alpha.factor=3"])
+    assert _actions(steps) == {"alpha": "run", "beta": "run"}
+    assert "config changed (factor)" in steps[0].reason and "alpha re-runs" in steps[1].reason
+    execute(steps, log=lambda s: None)
+    assert (tmp_path / "run" / "beta" / "b.txt").read_text() == "ababab!"
+    # a downstream-only change re-runs only downstream
+    steps = _plan(recipe, tmp_path, overrides=["alpha.factor=3", "beta.suffix=?"])
+    assert _actions(steps) == {"alpha": "skip", "beta": "run"}
+
+
+def test_changed_raw_input_and_corrupted_output_rerun(recipe, tmp_path):
+    execute(_plan(recipe, tmp_path), log=lambda s: None)
+    (tmp_path / "run" / "beta" / "b.txt").write_text("tampered")
+    steps = _plan(recipe, tmp_path)
+    assert _actions(steps) == {"alpha": "skip", "beta": "run"} and steps[1].reason == "outputs do not verify"
+    (tmp_path / "in.txt").write_text("xy")
+    assert _actions(_plan(recipe, tmp_path)) == {"alpha": "run", "beta": "run"}
+
+
+def test_dry_run_runs_nothing(recipe, tmp_path):
+    steps = _plan(recipe, tmp_path)
+    text = format_plan(steps)
+    assert "alpha" in text and "no finished output yet" in text
+    assert not (tmp_path / "run").exists() and CALLS == []
+
+
+def test_from_and_until(recipe, tmp_path):
+    with pytest.raises(RunError, match="--from beta: earlier stage 'alpha' has no finished output"):
+        _plan(recipe, tmp_path, start="beta")
+    steps = _plan(recipe, tmp_path, until="alpha")
+    assert _actions(steps) == {"alpha": "run", "beta": "excluded"}
+    execute(steps, log=lambda s: None)
+    assert CALLS == ["alpha"] and not (tmp_path / "run" / "beta").exists()
+    steps = _plan(recipe, tmp_path, start="beta")
+    assert _actions(steps) == {"alpha": "excluded", "beta": "run"}
+    execute(steps, log=lambda s: None)
+    assert CALLS == ["alpha", "beta"]
+    assert read_manifest(tmp_path / "run" / "beta").inputs[0].id == steps[0].id
+    with pytest.raises(RunError, match="--until gamma: not a stage"):
+        _plan(recipe, tmp_path, until="gamma")
+
+
+def test_unbuilt_stage_is_reported_not_raised(recipe, tmp_path):
+    recipe["run"]["stages"].append("unbuilt")
+    recipe["inputs"]["unbuilt"] = {"data": "@beta"}
+    steps = _plan(recipe, tmp_path)
+    assert steps[-1].action == "not-built" and "not built yet" in format_plan(steps)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: r["inputs"].__setitem__("beta", {"data": "@gamma"}), "no earlier stage 'gamma'"),
+    (lambda r: r["inputs"].__setitem__("beta", {}), "missing input 'data'"),
+    (lambda r: r["inputs"].__setitem__("beta", {"model": "x"}), "unknown input role"),
+    (lambda r: r["inputs"]["alpha"].__setitem__("data", "nope/*.txt"), "matches no file"),
+    (lambda r: r["inputs"]["alpha"].__setitem__("data", "missing.txt"), "does not exist"),
+    (lambda r: r.__setitem__("alpah", {}), r"section\(s\) \[alpah\] name no stage"),
+    (lambda r: r["run"].__setitem__("stages", []), "stages must list"),
+    (lambda r: r["run"].__setitem__("stages", ["alpha", "alpha"]), "listed twice"),
+    (lambda r: r["run"].__setitem__("stages", ["alpha", "delta"]), "unknown stage 'delta'"),
+])
+def test_bad_recipes_say_what_to_change(recipe, tmp_path, edit, match):
+    edit(recipe)
+    with pytest.raises(Exception, match=match):
+        _plan(recipe, tmp_path)
