@@ -11,8 +11,15 @@ from gristmill.runs import Role, StageSpec
 BUILTIN: tuple[StageSpec, ...] = (
     StageSpec(
         name="curate", help="web dump -> language ID, boilerplate removal, filters, dedup, ledger",
-        roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),),
-        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3),
+        roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),
+               Role("reference", "--reference", accepts=("reference-lm", RAW), required=False,
+                    help="reference LM for the perplexity filter: a train-reference folder, an ARPA/KenLM file "
+                         "or a causal LM folder"),
+               Role("quality", "--quality-model", accepts=("quality-model", RAW), required=False,
+                    help="quality classifier: a train-quality folder or a fastText model")),
+        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3,
+        tools=(("train-reference", "gristmill.curate.tools:train_reference_main"),
+               ("train-quality", "gristmill.curate.tools:train_quality_main"))),
     StageSpec(
         name="tokenize", help="curated documents -> BPE tokenizer + memory-mapped token shards",
         roles=(Role("data", "--input", accepts=("curate",), help="a finished curate folder"),

@@ -1,0 +1,311 @@
+"""Alignment data with checkable answers (arithmetic, word reversal, invented facts) and its checker.
+
+Three tasks:
+
+- ``arithmetic``: "What is 7 + 5?" -> "12" (a, b small; +, - with a >= b, *).
+- ``reverse``:    "Reverse the letters of the word 'garden'." -> "nedrag".
+- ``fact``:       "What is the capital of Velmora?" -> "Ostrik" (the table in ``lexicon.FACTS``;
+  the same facts are mentioned in some English web pages of the demo dump).
+
+Answer format understood by :func:`check_answer` (what the SFT responses teach):
+
+- arithmetic: the *last* integer in the response is the answer ("7 + 5 = 12." is right);
+- reverse: the *last* word in the response is the answer ("The word 'garden' reversed is
+  'nedrag'." is right; letters separated by spaces or dashes are off-format and wrong);
+- fact: the answer appears as a whole word and no other answer of the same relation does.
+
+Responses longer than ``MAX_RESPONSE_CHARS`` are wrong whatever they say.
+Held-out (val) instances never appear in train: arithmetic problems and reversal words are split
+by item; fact questions are split by phrasing (the table is small, and the facts themselves are
+meant to be learned from the web dump).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from gristmill.demo import lexicon as lx
+
+TASKS = ("arithmetic", "reverse", "fact")
+TASK_WEIGHTS = (0.45, 0.30, 0.25)
+VAL_FRACTION = 0.15
+MAX_RESPONSE_CHARS = 200
+
+OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
+
+ARITH_PROMPTS = ["What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "Work out {a} {op} {b}.",
+                 "Compute {a} {op} {b} and give the result.", "What do you get from {a} {op} {b}?"]
+REVERSE_PROMPTS = ["Reverse the letters of the word '{w}'.", "Write the word '{w}' backwards.",
+                   "Spell '{w}' in reverse order.", "What is '{w}' spelled backwards?",
+                   "Reverse the word '{w}'."]
+REVERSE_WITH_INPUT = "Reverse the letters of the word given in the input."
+FACT_PROMPTS = {
+    "capital": ["What is the capital of {s}?", "Which city is the capital of {s}?",
+                "Name the capital of {s}.", "Tell me the capital city of {s}.",
+                "What city serves as the capital of {s}?"],
+    "animal": ["What is the national animal of {s}?", "Which animal is the national animal of {s}?",
+               "Name the national animal of {s}.", "Tell me the national animal of {s}.",
+               "What animal does {s} have as its national animal?"],
+    "colour": ["What colour is the {s}?", "Which colour is the {s}?", "Name the colour of the {s}.",
+               "Tell me the colour of the {s}.", "What is the colour of the {s}?"],
+}
+
+_ARITH_RE = re.compile(r"(\d+)\s*(\+|-|\*|plus|minus|times)\s*(\d+)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Items: one checkable problem each, with a stable key used for the train/val split.
+# ---------------------------------------------------------------------------------------------
+
+def arithmetic_items() -> list[dict]:
+    items = []
+    for a in range(21):
+        for b in range(21):
+            items.append({"task": "arithmetic", "a": a, "op": "+", "b": b})
+            if a >= b:
+                items.append({"task": "arithmetic", "a": a, "op": "-", "b": b})
+    for a in range(13):
+        for b in range(13):
+            items.append({"task": "arithmetic", "a": a, "op": "*", "b": b})
+    for it in items:
+        it["key"] = f"{it['a']}{it['op']}{it['b']}"
+        it["answer"] = str(eval_op(it["a"], it["op"], it["b"]))
+    return items
+
+
+def eval_op(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def reverse_items() -> list[dict]:
+    return [{"task": "reverse", "word": w, "key": w, "answer": w[::-1]} for w in lx.english_words()]
+
+
+def fact_items() -> list[dict]:
+    """One item per (fact, phrasing)."""
+    return [{"task": "fact", "fact": f, "phrasing": k, "key": f"{f['id']}#{k}", "answer": f["answer"]}
+            for f in lx.FACTS for k in range(len(FACT_PROMPTS[f["relation"]]))]
+
+
+def split_items(rng: random.Random) -> tuple[dict, dict]:
+    """{task: train items}, {task: val items}, disjoint by item key."""
+    train, val = {}, {}
+    for task, items in (("arithmetic", arithmetic_items()), ("reverse", reverse_items())):
+        rng.shuffle(items)
+        n_val = max(1, round(len(items) * VAL_FRACTION))
+        val[task], train[task] = items[:n_val], items[n_val:]
+    # Facts: hold out one phrasing of every fact.
+    train["fact"], val["fact"] = [], []
+    for f in lx.FACTS:
+        held = rng.randrange(len(FACT_PROMPTS[f["relation"]]))
+        for it in fact_items():
+            if it["fact"] is f:
+                (val if it["phrasing"] == held else train)["fact"].append(it)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts, good responses and bad responses.
+# ---------------------------------------------------------------------------------------------
+
+def render_prompt(item: dict, rng: random.Random) -> str:
+    if item["task"] == "arithmetic":
+        op = item["op"] if rng.random() < 0.7 else OP_WORDS[item["op"]]
+        return rng.choice(ARITH_PROMPTS).format(a=item["a"], op=op, b=item["b"])
+    if item["task"] == "reverse":
+        return rng.choice(REVERSE_PROMPTS).format(w=item["word"])
+    f = item["fact"]
+    return FACT_PROMPTS[f["relation"]][item["phrasing"]].format(s=f["subject"])
+
+
+def fact_sentence(fact: dict, answer: str) -> str:
+    f = dict(fact, answer=answer)
+    return lx.capitalize_first(lx.fact_statement(f)) + "."
+
+
+def good_response(item: dict, rng: random.Random) -> str:
+    ans = item["answer"]
+    if item["task"] == "arithmetic":
+        return rng.choice([f"{item['a']} {item['op']} {item['b']} = {ans}.", f"The answer is {ans}.",
+                           ans])
+    if item["task"] == "reverse":
+        w = item["word"]
+        return rng.choice([f"The word '{w}' reversed is '{ans}'.", f"Reversed, '{w}' becomes '{ans}'.",
+                           ans])
+    return rng.choice([fact_sentence(item["fact"], ans), ans])
+
+
+def bad_response(item: dict, rng: random.Random) -> str:
+    """A wrong answer in the right format, or an answer in the wrong format."""
+    ans = item["answer"]
+    off_format = rng.random() < 0.4
+    if item["task"] == "arithmetic":
+        if off_format:
+            return rng.choice(["I am not sure, it is some number or other.",
+                               "Numbers are fun! Let me know if you have other questions.",
+                               "That depends on how you look at it."])
+        wrong = int(ans) + rng.choice([-3, -2, -1, 1, 2, 3])
+        if item["op"] == "*" and rng.random() < 0.5 and item["a"] + item["b"] != int(ans):
+            wrong = item["a"] + item["b"]  # the classic slip: added instead of multiplied
+        return rng.choice([f"{item['a']} {item['op']} {item['b']} = {wrong}.", f"The answer is {wrong}."])
+    if item["task"] == "reverse":
+        w = item["word"]
+        if off_format:
+            return rng.choice([" ".join(ans), "-".join(ans), "Sure, reversing words is easy!"])
+        candidates = [w, ans[1:], ans[:-1]]
+        i = rng.randrange(len(ans) - 1)
+        swapped = ans[:i] + ans[i + 1] + ans[i] + ans[i + 2:]
+        candidates.append(swapped)
+        wrong = rng.choice([c for c in candidates if c != ans and c])
+        return f"The word '{w}' reversed is '{wrong}'."
+    f = item["fact"]
+    if off_format:
+        return rng.choice(["I do not know.", f"That is an interesting question about {f['subject']}.",
+                           "Nobody can say for certain."])
+    others = [g["answer"] for g in lx.FACTS if g["relation"] == f["relation"] and g["answer"] != ans]
+    return fact_sentence(f, rng.choice(others))
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker later stages use to score a model's answers.
+# ---------------------------------------------------------------------------------------------
+
+def infer_task(prompt: str) -> str | None:
+    if re.search(r"\brevers|backwards", prompt, re.I):
+        return "reverse"
+    if _ARITH_RE.search(prompt):
+        return "arithmetic"
+    if find_fact(prompt) is not None:
+        return "fact"
+    return None
+
+
+def find_fact(prompt: str) -> dict | None:
+    relation = ("capital" if "capital" in prompt.lower() else
+                "animal" if "animal" in prompt.lower() else "colour")
+    for f in lx.FACTS:
+        if f["relation"] == relation and f["subject"].lower() in prompt.lower():
+            return f
+    return None
+
+
+def _prompt_text(prompt_or_record) -> tuple[str, str]:
+    """(prompt text, input text) from a string or a record of any of our three formats."""
+    if isinstance(prompt_or_record, str):
+        return prompt_or_record, ""
+    rec = prompt_or_record
+    return rec.get("prompt") or rec.get("instruction") or "", rec.get("input") or ""
+
+
+def expected_answer(task: str | None, prompt_or_record) -> str:
+    """The correct answer for a prompt string or a record ({"answer"} wins when present)."""
+    if isinstance(prompt_or_record, dict) and prompt_or_record.get("answer") is not None:
+        return str(prompt_or_record["answer"])
+    prompt, extra = _prompt_text(prompt_or_record)
+    task = task or infer_task(prompt + " " + extra)
+    if task == "arithmetic":
+        m = _ARITH_RE.search(prompt + " " + extra)
+        if not m:
+            raise ValueError(f"no arithmetic problem in prompt {prompt!r}")
+        op = {"plus": "+", "minus": "-", "times": "*"}.get(m.group(2), m.group(2))
+        return str(eval_op(int(m.group(1)), op, int(m.group(3))))
+    if task == "reverse":
+        m = re.search(r"'([A-Za-z]+)'", prompt)
+        word = m.group(1) if m else extra.strip()
+        if not word:
+            raise ValueError(f"no word to reverse in prompt {prompt!r}")
+        return word[::-1]
+    if task == "fact":
+        f = find_fact(prompt + " " + extra)
+        if f is None:
+            raise ValueError(f"no known fact in prompt {prompt!r}")
+        return f["answer"]
+    raise ValueError(f"unknown task {task!r} for prompt {prompt!r}")
+
+
+def check_answer(task: str | None, prompt_or_record, response: str) -> bool:
+    """True when `response` answers the prompt correctly and in the expected format.
+
+    task: "arithmetic", "reverse", "fact", or None to infer it from the prompt.
+    prompt_or_record: the prompt string, or a record: {"prompt", "task", "answer"} (prompts
+    files), {"instruction", "input"?} (SFT) or {"prompt", ...} (preference).
+    """
+    if isinstance(prompt_or_record, dict) and task is None:
+        task = prompt_or_record.get("task")
+    prompt, extra = _prompt_text(prompt_or_record)
+    task = task or infer_task(prompt + " " + extra)
+    answer = expected_answer(task, prompt_or_record)
+    response = (response or "").strip()
+    if not response or len(response) > MAX_RESPONSE_CHARS:
+        return False
+    if task == "arithmetic":
+        numbers = re.findall(r"-?\d+", response)
+        return bool(numbers) and int(numbers[-1]) == int(answer)
+    if task == "reverse":
+        words = re.findall(r"[A-Za-z]+", response)
+        return bool(words) and words[-1].lower() == answer.lower()
+    if task == "fact":
+        fact = find_fact(prompt + " " + extra)
+        relation = fact["relation"] if fact else None
+        others = [f["answer"] for f in lx.FACTS if f["relation"] == relation and f["answer"] != answer]
+
+        def has(word: str) -> bool:
+            return re.search(rf"\b{re.escape(word)}\b", response, re.I) is not None
+        return has(answer) and not any(has(o) for o in others)
+    raise ValueError(f"unknown task {task!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the files
+# ---------------------------------------------------------------------------------------------
+
+def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
+    """One item of a randomly chosen task. Items come in a shuffled order and are reshuffled when a
+    pool runs out, so a small file covers many different items before any repeats."""
+    task = rng.choices(TASKS, TASK_WEIGHTS)[0]
+    if not queues.get(task):
+        queues[task] = list(pools[task])
+        rng.shuffle(queues[task])
+    return queues[task].pop()
+
+
+def sft_record(item: dict, rng: random.Random) -> dict:
+    if item["task"] == "reverse" and rng.random() < 0.3:
+        return {"instruction": REVERSE_WITH_INPUT, "input": item["word"],
+                "response": good_response(item, rng)}
+    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng)}
+
+
+def preference_record(item: dict, rng: random.Random) -> dict:
+    return {"prompt": render_prompt(item, rng), "chosen": good_response(item, rng),
+            "rejected": bad_response(item, rng)}
+
+
+def prompt_record(item: dict, rng: random.Random) -> dict:
+    return {"prompt": render_prompt(item, rng), "task": item["task"], "answer": item["answer"]}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_task_data(out_dir: Path, pages: int, rng: random.Random) -> dict:
+    """sft/, preference/, prompts/ train and val files; sizes scale with `pages`."""
+    train, val = split_items(rng)
+    sizes = {"sft": (2 * pages, max(20, pages // 4), sft_record),
+             "preference": (pages, max(20, pages // 8), preference_record),
+             "prompts": (max(20, pages // 2), max(20, pages // 8), prompt_record)}
+    counts = {}
+    for name, (n_train, n_val, make) in sizes.items():
+        for split, pools, n in (("train", train, n_train), ("val", val, n_val)):
+            queues: dict = {}
+            rows = [make(_draw(pools, queues, rng), rng) for _ in range(n)]
+            _write_jsonl(out_dir / name / f"{split}.jsonl", rows)
+            counts[f"{name}/{split}.jsonl"] = n
+    return counts
