@@ -25,7 +25,8 @@ BUILTIN: tuple[StageSpec, ...] = (
         roles=(Role("data", "--input", accepts=("curate",), help="a finished curate folder"),
                Role("tokenizer", "--tokenizer", accepts=(RAW, "tokenize"), required=False,
                     help="use this tokenizer folder / tokenizer.json instead of training one")),
-        config="gristmill.tokenize.config:TokenizeConfig", run="gristmill.tokenize.run:run_tokenize", issue=4),
+        config="gristmill.tokenize.config:TokenizeConfig", run="gristmill.tokenize.run:run_tokenize", issue=4,
+        tools=(("export", "gristmill.tokenize.export:main"),)),
     StageSpec(
         name="pretrain", help="token shards -> base model (Hugging Face folder)",
         roles=(Role("data", "--data", accepts=("tokenize",), help="a finished tokenize folder"),),

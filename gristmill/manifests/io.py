@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def canonical_json(obj: Any) -> str:
     """The one serialisation that ids are computed over: sorted keys, no whitespace, UTF-8."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -24,6 +33,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
     try:
         with os.fdopen(fd, mode) as f:
             yield f
