@@ -10,6 +10,18 @@ from gristmill.runs import Role, StageSpec
 
 BUILTIN: tuple[StageSpec, ...] = (
     StageSpec(
+        name="reference-lm", help="clean text -> n-gram reference LM (ARPA) for curate's perplexity filter",
+        roles=(Role("text", "--text", accepts=(RAW,), many=True,
+                    help="clean reference text: .txt (one document per line) or .jsonl(.gz/.zst) with 'text'"),),
+        config="gristmill.curate.config:ReferenceConfig", run="gristmill.curate.model_stages:run_reference", issue=3),
+    StageSpec(
+        name="quality-model", help="reference text vs raw web -> fastText quality classifier for curate",
+        roles=(Role("positive", "--positive", accepts=(RAW,), many=True, help="reference-quality text (.txt / .jsonl)"),
+               Role("negative", "--negative", accepts=(RAW,), many=True,
+                    help="raw web text (.txt / .jsonl), or web dumps (WARC / .html / Parquet) whose pages are extracted")),
+        config="gristmill.curate.config:QualityModelConfig", run="gristmill.curate.model_stages:run_quality_model",
+        issue=3),
+    StageSpec(
         name="curate", help="web dump -> language ID, boilerplate removal, filters, dedup, ledger",
         roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),
                Role("reference", "--reference", accepts=("reference-lm", RAW), required=False,

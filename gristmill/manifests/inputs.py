@@ -55,4 +55,4 @@ def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None =
 def resolve_input_path(manifest_dir: Path, record: InputRecord) -> Path:
     """Where an input record points, read from the folder of the manifest that lists it."""
     p = Path(record.path)
-    return p if p.is_absolute() else (manifest_dir / p)
+    return p if p.is_absolute() else Path(os.path.normpath(manifest_dir / p))

@@ -1,0 +1,240 @@
+"""Exact and near-duplicate detection: normalised-text hashes, MinHash LSH buckets, union-find clusters.
+
+- Exact: `exact_key(text)` = sha256 of `normalize_text(text)`; keep the first document per key.
+- Near: MinHash signatures (`MinHasher`, see minhash.py) cut into `bands` bands of `rows` values;
+  documents that share any band bucket are candidate pairs; optionally a pair counts only when its
+  estimated Jaccard (share of equal signature values) is >= threshold; connected components
+  (union-find) are the clusters; each cluster keeps its first-seen (smallest index) document.
+
+A band's bucket key is a 64-bit hash of its `rows` values (false bucket matches: about
+n^2 * bands / 2^65 for n documents, i.e. none in practice below a billion documents).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from gristmill.curate.minhash import MinHasher, _fmix64, estimated_jaccard, normalize_text
+
+__all__ = ["normalize_text", "exact_key", "MinHasher", "estimated_jaccard", "band_keys", "lsh_candidates",
+           "UnionFind", "near_duplicate_clusters", "NearDupIndex"]
+
+_U64 = np.uint64
+_BAND_MUL = _U64(0x9FB21C651E98DF25)
+
+
+def exact_key(text: str) -> str:
+    """sha256 hex digest of the normalised text: equal keys = exact duplicates up to case/punctuation/digits."""
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+def _check_bands(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    sig = np.asarray(signatures)
+    if sig.ndim != 2:
+        raise ValueError(f"signatures must be 2-D (documents, num_perm); got shape {sig.shape}")
+    if bands < 1 or rows < 1 or bands * rows > sig.shape[1]:
+        raise ValueError(f"bands={bands} x rows={rows} = {bands * rows} needs that many signature values per "
+                         f"document; the signatures have {sig.shape[1]}")
+    return sig
+
+
+def band_keys(signatures: np.ndarray, bands: int = 14, rows: int = 8) -> np.ndarray:
+    """(N, bands) uint64 bucket keys: band b hashes signature columns [b*rows, (b+1)*rows)."""
+    sig = _check_bands(signatures, bands, rows)
+    n = sig.shape[0]
+    block = sig[:, : bands * rows].astype(np.uint64).reshape(n, bands, rows)
+    acc = np.full((n, bands), 0x2545F4914F6CDD1D, dtype=np.uint64)
+    for j in range(rows):  # order-sensitive combination, then a full avalanche
+        acc = _fmix64(acc * _BAND_MUL + block[:, :, j])
+    return acc
+
+
+def _bucket_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Documents sorted by key (stable: index order within a bucket), run starts and run lengths."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    lengths = np.diff(np.concatenate((starts, [sk.size])))
+    return order, starts, lengths
+
+
+def lsh_candidates(signatures: np.ndarray, bands: int = 14, rows: int = 8) -> list[tuple[int, int]]:
+    """All pairs (i, j), i < j, that share a bucket in at least one band; sorted, no repeats.
+
+    A bucket of k documents gives k(k-1)/2 pairs: fine for verification, but for clustering alone
+    `near_duplicate_clusters` links each document to its bucket's first one instead (same components).
+    """
+    keys = band_keys(signatures, bands, rows)
+    pairs: set[tuple[int, int]] = set()
+    if keys.shape[0] < 2:
+        return []
+    for b in range(keys.shape[1]):
+        order, starts, lengths = _bucket_runs(keys[:, b])
+        for s, k in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
+            members = order[s: s + k]  # ascending document indices (stable sort)
+            ii, jj = np.triu_indices(k, 1)
+            pairs.update(zip(members[ii].tolist(), members[jj].tolist()))
+    return sorted(pairs)
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 with path compression and union by size.
+
+    The structural root is whatever union by size picks; `smallest(x)` is the smallest element of
+    x's set (tracked per root), which is what dedup keeps: the first-seen document.
+    """
+
+    def __init__(self, n: int = 0) -> None:
+        self.parent = list(range(n))
+        self.size = [1] * n
+        self.min = list(range(n))  # smallest element, valid at roots
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def add(self) -> int:
+        """A new singleton set; returns its element."""
+        x = len(self.parent)
+        self.parent.append(x)
+        self.size.append(1)
+        self.min.append(x)
+        return x
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, x: int, y: int) -> int:
+        """Merge the sets of x and y; returns the new root."""
+        rx, ry = self.find(x), self.find(y)
+        if rx == ry:
+            return rx
+        if self.size[rx] < self.size[ry]:
+            rx, ry = ry, rx
+        self.parent[ry] = rx
+        self.size[rx] += self.size[ry]
+        if self.min[ry] < self.min[rx]:
+            self.min[rx] = self.min[ry]
+        return rx
+
+    def smallest(self, x: int) -> int:
+        return self.min[self.find(x)]
+
+    def connected(self, x: int, y: int) -> bool:
+        return self.find(x) == self.find(y)
+
+    def smallest_all(self) -> np.ndarray:
+        """int64 array: the smallest element of each element's set."""
+        return np.fromiter((self.min[self.find(i)] for i in range(len(self.parent))), dtype=np.int64,
+                           count=len(self.parent))
+
+
+def near_duplicate_clusters(signatures: np.ndarray, bands: int = 14, rows: int = 8,
+                            threshold: float | None = None) -> np.ndarray:
+    """Cluster representative per document: the smallest index (first seen) of its near-duplicate cluster.
+
+    `roots[i] == i` means document i is kept; otherwise it duplicates document `roots[i]`.
+    threshold None: every LSH candidate pair links its documents. threshold t: a candidate pair links
+    only when its estimated Jaccard (share of equal values over the whole signature) is >= t.
+    """
+    sig = _check_bands(signatures, bands, rows)
+    n = sig.shape[0]
+    uf = UnionFind(n)
+    if n < 2:
+        return uf.smallest_all()
+    if threshold is None:
+        keys = band_keys(sig, bands, rows)
+        for b in range(bands):
+            order, starts, lengths = _bucket_runs(keys[:, b])
+            # Star edges: every bucket member to the bucket's first (smallest) document.
+            first = np.repeat(order[starts], lengths)
+            linked = first != order
+            for i, j in zip(first[linked].tolist(), order[linked].tolist()):
+                uf.union(i, j)
+    else:
+        pairs = np.array(lsh_candidates(sig, bands, rows), dtype=np.int64).reshape(-1, 2)
+        if len(pairs):
+            ok = estimated_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]) >= threshold
+            for i, j in pairs[ok].tolist():
+                uf.union(i, j)
+    return uf.smallest_all()
+
+
+class NearDupIndex:
+    """Incremental near-duplicate index for one machine: documents arrive in batches, in order.
+
+    `add(ids, signatures)` answers for each new document at once: None when no earlier document
+    (kept or not) is a near duplicate of it, else the id of the first-seen document of the cluster
+    it joins. `resolve()` gives the final answer for every document added so far; it equals
+    `near_duplicate_clusters` over all signatures in the order added (tests check this).
+
+    The two differ only when a later document bridges two clusters that each already had a kept
+    document (A, then C not similar to A, then B similar to both): `add` kept C when it arrived;
+    the clusters then merge and `resolve()` says C duplicates A. `late_merges()` lists such documents
+    so a caller that keeps its output until the end can drop them too.
+
+    Memory: with threshold None, one dict entry per (band, distinct bucket) holding the bucket's
+    first document; with a threshold also every bucket's member list and every signature.
+    """
+
+    def __init__(self, bands: int = 14, rows: int = 8, threshold: float | None = None) -> None:
+        self.bands, self.rows, self.threshold = bands, rows, threshold
+        self.ids: list[str] = []
+        self.uf = UnionFind()
+        self.kept_on_add: list[bool] = []
+        # Per band: bucket key -> first document (threshold None) or all documents (with threshold).
+        self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
+        self._sigs: list[np.ndarray] = []  # only with a threshold, for verification
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, ids: Sequence[str], signatures: np.ndarray) -> list[str | None]:
+        """Index a batch (in order); per document None (kept) or the id of the kept document it duplicates."""
+        sig = _check_bands(signatures, self.bands, self.rows)
+        if len(ids) != sig.shape[0]:
+            raise ValueError(f"{len(ids)} ids for {sig.shape[0]} signatures")
+        keys = band_keys(sig, self.bands, self.rows).tolist()
+        out: list[str | None] = []
+        verify = self.threshold is not None
+        for row, (doc_id, doc_keys) in enumerate(zip(ids, keys)):
+            j = self.uf.add()
+            self.ids.append(str(doc_id))
+            if verify:
+                self._sigs.append(sig[row])
+            linked = False
+            for b, key in enumerate(doc_keys):
+                bucket = self._buckets[b]
+                if not verify:
+                    first = bucket.setdefault(key, j)
+                    if first != j:
+                        self.uf.union(first, j)
+                        linked = True
+                    continue
+                members = bucket.setdefault(key, [])
+                for i in members:
+                    if not self.uf.connected(i, j) and float(
+                            estimated_jaccard(self._sigs[i], sig[row])) >= self.threshold:
+                        self.uf.union(i, j)
+                    linked = linked or self.uf.connected(i, j)
+                members.append(j)
+            self.kept_on_add.append(not linked)
+            out.append(None if not linked else self.ids[self.uf.smallest(j)])
+        return out
+
+    def resolve(self) -> list[str | None]:
+        """Final verdict per document added: None (kept) or the id of its cluster's first document."""
+        roots = self.uf.smallest_all().tolist()
+        return [None if r == i else self.ids[r] for i, r in enumerate(roots)]
+
+    def late_merges(self) -> list[tuple[str, str]]:
+        """(id, id of the kept document) for documents `add` kept that `resolve` now marks duplicates."""
+        res = self.resolve()
+        return [(self.ids[i], dup) for i, dup in enumerate(res) if dup is not None and self.kept_on_add[i]]

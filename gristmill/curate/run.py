@@ -1,0 +1,162 @@
+"""`run_curate`: the curate stage's entry point (the stage contract around the datatrove jobs)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from gristmill.config import to_dict
+from gristmill.curate import CurateError
+from gristmill.curate.config import CurateConfig
+from gristmill.manifests import RAW, Manifest, ManifestError, begin_stage, read_manifest, sha256_file
+from gristmill.stages import spec
+
+WORK = "_work"  # inside the output folder: task files, datatrove logs and completions; removed when done
+STATE = "STATE.json"
+
+
+def curate_expect() -> dict[str, tuple[str, ...]]:
+    """Input roles: "data" (raw files) from the role table, plus the optional model folders."""
+    expect = dict(spec("curate").expect)
+    # the role table lists both; the defaults keep this module usable with an older table
+    expect.setdefault("reference", ("reference-lm", RAW))
+    expect.setdefault("quality", ("quality-model", RAW))
+    return expect
+
+
+def _file_record(path: Path) -> dict:
+    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
+               keep_work: bool = False) -> Manifest:
+    """Curate `inputs["data"]` (files, folders) into `out_dir`. Optional inputs: "reference" (a reference
+    LM: train-reference folder, ARPA/KenLM file or causal LM folder) turns the perplexity filter on;
+    "quality" (a train-quality folder or fastText model) turns the quality filter on.
+
+    Resumable: finished tasks of an interrupted run (same id) are kept; `force` starts over.
+    With the local executor and workers > 1, a script must call this under `if __name__ == "__main__":`
+    (the worker processes import the script again). On Slurm / Ray the work folder (task files,
+    datatrove logs) is kept for inspection; locally it is removed once the manifest is written."""
+    from gristmill.curate.executors import build_executors, run_executors
+    from gristmill.curate.langid import resolve_model_path
+    from gristmill.curate.pipeline import build_jobs
+    from gristmill.curate.readers import plan_units
+    from gristmill.curate.report import find_truth
+
+    out_dir = Path(out_dir)
+    _check_not_a_pool_child(config)
+    start = begin_stage("curate", to_dict(config), inputs, out_dir, expect=curate_expect(), force=force)
+    if start.done:
+        return start.done
+    m = start.manifest
+    data = [Path(p) for p in inputs.get("data", [])]
+    if not data:
+        raise CurateError("curate needs at least one --input (WARC/WET/JSONL/Parquet files or a folder of .html)")
+    units = plan_units(data, config.readers, split_bytes(config, data))
+    if not units:
+        raise CurateError(f"no input files found in {', '.join(map(str, data))}")
+
+    models: dict[str, str | None] = {"langid": None, "reference": None, "quality": None}
+    model_files: dict[str, dict] = {}
+    if config.langid.enabled:
+        lid = resolve_model_path(config.langid.model)
+        models["langid"] = str(lid.resolve())
+        model_files["langid"] = _file_record(lid)
+    if config.heuristics.c4.bad_words:
+        bw = Path(config.heuristics.c4.bad_words).expanduser()
+        if not bw.is_file():
+            raise CurateError(f"curate.heuristics.c4.bad_words={bw}: no such file")
+        model_files["bad_words"] = _file_record(bw)
+    for role in ("reference", "quality"):
+        paths = inputs.get(role) or []
+        if len(paths) > 1:
+            raise CurateError(f"input {role!r} takes one path, got {len(paths)}")
+        if paths:
+            models[role] = str(Path(paths[0]).resolve())
+
+    n_tasks = min(config.tasks, len(units)) if config.tasks else len(units)
+    shared = {"slurm": config.slurm.work_dir, "ray": config.ray.work_dir}.get(config.executor, "")
+    work = Path(shared) / f"curate-{m.id}" if shared else out_dir / WORK
+    _prepare_work(work, m.id, [[*u.paths, u.start, u.end] for u in units], force=force)
+    truth = find_truth(data)
+    plan = {
+        "config": to_dict(config), "out_dir": str(out_dir.resolve()), "work_dir": str(work.resolve()),
+        "n_tasks": n_tasks, "models": models, "manifest": m.to_dict(), "truth": str(truth) if truth else None,
+        "keep_extracted": truth is not None,
+        "events": [{"kind": "inputs", "detail": f"{len(units)} task units from {len(data)} input path(s); "
+                    f"{n_tasks} datatrove task(s)"}],
+    }
+    plan["manifest"]["metrics"] = {"model_files": model_files}
+    progress = config.executor == "local" and config.workers == 1 and sys.stderr.isatty()
+    jobs = build_jobs(plan, units, progress=progress)
+    executors = build_executors(config, jobs, work)
+    run_executors(config, executors)
+    result = _wait_for_manifest(out_dir, m.id, slurm=config.executor == "slurm")
+    if config.executor == "local" and not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _check_not_a_pool_child(config: CurateConfig) -> None:
+    """A worker process of the local executor re-imports the caller's __main__ module; a script that
+    calls run_curate at module level without a main guard would start the whole run again there."""
+    import multiprocessing
+
+    import multiprocess
+
+    if multiprocessing.parent_process() is not None or multiprocess.parent_process() is not None:
+        raise CurateError("run_curate was called inside a worker process: a script that runs the curate stage with "
+                          "workers > 1 must call it under `if __name__ == \"__main__\":` (the worker processes "
+                          "import the script again)")
+
+
+def split_bytes(config: CurateConfig, data: list[Path]) -> int:
+    """Byte size above which a WARC file is read in ranges (see ReadersConfig.split_bytes)."""
+    if config.readers.split_bytes >= 0:
+        return config.readers.split_bytes
+    if config.executor != "local":
+        return 64 << 20
+    if config.workers <= 1:
+        return 0
+    files = [f for p in data for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    return max(1 << 20, total // (4 * config.workers))
+
+
+def _prepare_work(work: Path, run_id: str, unit_paths: list, *, force: bool) -> None:
+    """Keep the work folder of an interrupted run with this id (resume); otherwise start it clean."""
+    state = work / STATE
+    want = {"id": run_id, "units": [list(p) for p in unit_paths]}
+    if work.exists():
+        try:
+            same = json.loads(state.read_text()) == want
+        except (OSError, ValueError):
+            same = False
+        if force or not same:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not state.exists():
+        state.write_text(json.dumps(want))
+    # the global jobs always run again on resume (they are cheap and read every task's files)
+    for name in ("select", "signatures", "buckets", "finalize"):
+        shutil.rmtree(work / "logs" / name, ignore_errors=True)
+    shutil.rmtree(work / "minhash", ignore_errors=True)
+    shutil.rmtree(work / "decisions", ignore_errors=True)
+
+
+def _wait_for_manifest(out_dir: Path, run_id: str, *, slurm: bool, poll_s: float = 30.0) -> Manifest:
+    """The finalize job writes the manifest; on Slurm the jobs run elsewhere, so wait for it."""
+    while True:
+        try:
+            m = read_manifest(out_dir)
+            if m.id == run_id:
+                return m
+        except ManifestError:
+            pass
+        if not slurm:
+            raise CurateError(f"{out_dir}: the curate jobs ended without writing manifest.json; see the task logs "
+                              f"in {out_dir / WORK / 'logs'} and rerun to resume")
+        time.sleep(poll_s)
