@@ -10,20 +10,11 @@ from pathlib import Path
 from gristmill.config import to_dict
 from gristmill.curate import CurateError
 from gristmill.curate.config import CurateConfig
-from gristmill.manifests import RAW, Manifest, ManifestError, begin_stage, read_manifest, sha256_file
+from gristmill.manifests import Manifest, ManifestError, begin_stage, read_manifest, sha256_file
 from gristmill.stages import spec
 
 WORK = "_work"  # inside the output folder: task files, datatrove logs and completions; removed when done
 STATE = "STATE.json"
-
-
-def curate_expect() -> dict[str, tuple[str, ...]]:
-    """Input roles: "data" (raw files) from the role table, plus the optional model folders."""
-    expect = dict(spec("curate").expect)
-    # the role table lists both; the defaults keep this module usable with an older table
-    expect.setdefault("reference", ("reference-lm", RAW))
-    expect.setdefault("quality", ("quality-model", RAW))
-    return expect
 
 
 def _file_record(path: Path) -> dict:
@@ -48,7 +39,7 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
 
     out_dir = Path(out_dir)
     _check_not_a_pool_child(config)
-    start = begin_stage("curate", to_dict(config), inputs, out_dir, expect=curate_expect(), force=force)
+    start = begin_stage("curate", to_dict(config), inputs, out_dir, expect=spec("curate").expect, force=force)
     if start.done:
         return start.done
     m = start.manifest
