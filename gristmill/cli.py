@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def _cmd_stage(args: argparse.Namespace) -> int:
         paths = [Path(v) for v in (value if isinstance(value, list) else [value])]
         inputs[role.name] = [q for p in paths for q in runs.expand_glob(p)]
     m = spec.run_fn()(config, inputs, args.out, force=args.force)
-    print(f"{spec.name}: {args.out} (id {m.id})")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per rank
+        print(f"{spec.name}: {args.out} (id {m.id})")
     return 0
 
 

@@ -1,0 +1,205 @@
+"""Checkpoints: atomic folders with model, optimizer, loop state and every RNG (no pickles); the newest K kept.
+
+    checkpoints/step-00000200/
+      model.safetensors      model weights (a tensor shared by two names, e.g. a tied embedding, stored once)
+      optimizer.safetensors  optimizer tensors, keyed "<param id>/<name>" (exp_avg, exp_avg_sq, step)
+      rng.safetensors        torch CPU / CUDA generator states, keyed "rank<r>/torch", "rank<r>/cuda<i>"
+      state.json             loop state (step, data cursor, spike detector, events), optimizer param
+                             groups, Python and NumPy RNG states, and which names alias which tensor
+
+The folder is built under a hidden temporary name and renamed into place, so a checkpoint is
+either complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # a torch optimizer state_dict
+    state: dict[str, Any]  # the loop's JSON state
+    rng: list[dict[str, Any]]  # one capture_rng() per rank
+
+
+# --- RNG ---------------------------------------------------------------------------------------
+
+def capture_rng() -> dict[str, Any]:
+    """This process's Python, NumPy, torch CPU and CUDA generator states."""
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"][:torch.cuda.device_count()])
+
+
+def _rng_to_files(rngs: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta = []
+    for r, rng in enumerate(rngs):
+        version, internal, gauss = rng["python"]
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        meta.append({"python": [version, list(internal), gauss],
+                     "numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
+                     "cuda_devices": len(rng["cuda"])})
+        tensors[f"rank{r}/torch"] = rng["torch"].contiguous()
+        for i, t in enumerate(rng["cuda"]):
+            tensors[f"rank{r}/cuda{i}"] = t.contiguous()
+    return tensors, meta
+
+
+def _rng_from_files(tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r, m in enumerate(meta):
+        version, internal, gauss = m["python"]
+        name, keys, pos, has_gauss, cached = m["numpy"]
+        out.append({"python": (version, tuple(internal), gauss),
+                    "numpy": (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
+                    "torch": tensors[f"rank{r}/torch"],
+                    "cuda": [tensors[f"rank{r}/cuda{i}"] for i in range(m["cuda_devices"])]})
+    return out
+
+
+# --- tensors with aliases (tied weights) and optimizer state ---------------------------------------
+
+def _dedupe(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Safetensors refuses two names for one storage: keep the first name, record the others as aliases."""
+    first: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    tensors, aliases = {}, {}
+    for name, t in sd.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in first and t.numel() > 0:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = t.detach().contiguous()
+    return tensors, aliases
+
+
+def _optimizer_to_files(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    keys = list(sd["state"])
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}/{k}"] = v.detach().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    meta = {"param_groups": sd["param_groups"], "int_keys": all(isinstance(k, int) for k in keys),
+            "scalars": scalars}
+    return tensors, meta
+
+
+def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    conv = int if meta["int_keys"] else str
+    state: dict[Any, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        pid, _, k = name.rpartition("/")
+        state.setdefault(conv(pid), {})[k] = t
+    for pid, extra in meta["scalars"].items():
+        state.setdefault(conv(pid), {}).update(extra)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+# --- save / list / load ----------------------------------------------------------------------------
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(root: Path, step: int, *, model: dict[str, torch.Tensor], optimizer: dict[str, Any],
+                    state: dict[str, Any], rng: list[dict[str, Any]], keep: int) -> Path:
+    """Write checkpoints/step-<step>/ atomically and delete all but the newest `keep`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".{checkpoint_name(step)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model_t, aliases = _dedupe(model)  # before .cpu(): a copy per name would hide the sharing
+    save_file({k: v.cpu() for k, v in model_t.items()}, tmp / "model.safetensors")
+    opt_t, opt_meta = _optimizer_to_files(optimizer)
+    save_file({k: v.cpu() for k, v in opt_t.items()}, tmp / "optimizer.safetensors")
+    rng_t, rng_meta = _rng_to_files(rng)
+    save_file(rng_t, tmp / "rng.safetensors")
+    doc = {"step": step, **state, "model_aliases": aliases, "optimizer": opt_meta, "rng": rng_meta}
+    (tmp / "state.json").write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
+    if final.exists():  # the same step saved again (e.g. after a rollback): replace it
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _fsync(root)
+    for _, old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with state.json) as (step, path), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file():
+            try:
+                out.append((int(p.name[len(PREFIX):]), p))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """Only the JSON state of a checkpoint (cheap: to check which run it belongs to)."""
+    return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    path = Path(path)
+    doc = read_state(path)
+    model = load_file(path / "model.safetensors")
+    for alias, target in doc.pop("model_aliases").items():
+        model[alias] = model[target]
+    optimizer = _optimizer_from_files(load_file(path / "optimizer.safetensors"), doc.pop("optimizer"))
+    rng = _rng_from_files(load_file(path / "rng.safetensors"), doc.pop("rng"))
+    return Checkpoint(path=path, step=int(doc["step"]), model=model, optimizer=optimizer, state=doc, rng=rng)

@@ -1,0 +1,198 @@
+"""run_pretrain: the stage contract around the loop (inputs, resume, model folder, plot, report, manifest)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from gristmill.config import to_dict
+from gristmill.manifests import (Manifest, atomic_write_text, begin_stage, output_record, read_manifest,
+                                 write_manifest)
+from gristmill.pretrain import PretrainError
+from gristmill.pretrain.config import PretrainConfig
+from gristmill.stages import spec
+
+
+def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
+                 on_step: Callable[[int], None] | None = None) -> Manifest:
+    """Train a base model on the tokenize folder `inputs["data"][0]`; write it to `out_dir`.
+
+    Resumes from out_dir/checkpoints when they belong to this run (same config and inputs);
+    `force` starts clean. Under torchrun every rank calls this; rank 0 writes the files.
+    `on_step(step)` is called after each optimizer step (tests use it to stop a run midway).
+    """
+    from gristmill.pretrain import parallel
+
+    par = parallel.setup(config.device)
+    try:
+        return _run(config, inputs, Path(out_dir), force=force, on_step=on_step, par=par)
+    finally:
+        parallel.teardown(par)
+
+
+def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool,
+         on_step: Callable[[int], None] | None, par: Any) -> Manifest:
+    from gristmill.pretrain import parallel
+    from gristmill.pretrain.checkpoint import list_checkpoints, read_state
+    from gristmill.pretrain.data import TokenWindows, TrainBatches, val_batches
+    from gristmill.pretrain.evaluate import describe, flops_per_token, peak_flops, perplexity
+    from gristmill.pretrain.loop import train
+    from gristmill.pretrain.model import build_model, count_params, llama_config, save_hf_folder
+    from gristmill.pretrain.plots import plot_training, read_rows
+    from gristmill.tokenize import TokenizeError
+    from gristmill.tokenize.shards import ShardSet
+
+    # Rank 0 checks the inputs first (begin_stage may delete a stale manifest), then the others.
+    def begin():
+        return begin_stage("pretrain", to_dict(config), inputs, out, expect=spec("pretrain").expect, force=force,
+                           device=par.device.type, world_size=par.world_size)
+    start = parallel.on_main(par, begin) or begin()
+    if start.done:
+        return start.done
+    m = start.manifest
+
+    ckpt_dir = out / "checkpoints"
+
+    def clear_leftovers() -> None:  # checkpoints of another run (config or inputs changed), or all under --force
+        for _, p in list_checkpoints(ckpt_dir):
+            if force or read_state(p).get("run_id") != m.id:
+                shutil.rmtree(p)
+        if not list_checkpoints(ckpt_dir):
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+    parallel.on_main(par, clear_leftovers)
+
+    data_dir = Path(inputs["data"][0])
+    tok_manifest = read_manifest(data_dir)
+    train_set = ShardSet.open(data_dir, "train", verify=False)  # begin_stage has just re-hashed every shard
+    try:
+        val_set: ShardSet | None = ShardSet.open(data_dir, "val", verify=False)
+    except TokenizeError:
+        val_set = None
+    windows = TokenWindows(train_set.shards, config.seq_len)
+    if windows.num_windows == 0:
+        raise PretrainError(f"{data_dir}: the train shards hold {train_set.num_tokens} tokens, fewer than one window "
+                            f"of pretrain.seq_len + 1 = {config.seq_len + 1}; lower --set pretrain.seq_len or add data")
+    val_windows = TokenWindows(val_set.shards, config.seq_len) if val_set else None
+    global_batch = config.batch_size * config.grad_accum * par.world_size
+    val = val_batches(val_windows, count=config.eval_batches * global_batch, batch_size=config.batch_size,
+                      rank=par.rank, world_size=par.world_size) if val_windows else []
+    if par.main and not val:
+        print(f"pretrain: {data_dir} has no validation window of {config.seq_len + 1} tokens; val loss is skipped")
+
+    if par.device.type == "cuda":
+        import torch
+
+        torch.set_float32_matmul_precision("high")  # TF32 for the few fp32 matmuls outside bf16 autocast
+    lconf = llama_config(config, vocab_size=train_set.vocab_size, eos_id=train_set.eos_id, pad_id=train_set.pad_id)
+    model = build_model(lconf, seed=config.seed)
+    counts = count_params(model)
+    forward = parallel.wrap(model, par, fsdp=config.fsdp, compile=config.compile)
+    data = TrainBatches(windows, seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                        rank=par.rank, world_size=par.world_size)
+    shape = config.model_shape()
+    fpt = flops_per_token(params=counts["params"], num_layers=shape["num_layers"], hidden_size=shape["hidden_size"],
+                          seq_len=config.seq_len)
+    if par.main:
+        print(f"pretrain: {describe(model)}; {counts['params']:,} parameters; {windows.num_windows:,} train windows; "
+              f"{data.global_batch * config.seq_len:,} tokens per step on {par.world_size} x {par.device.type}")
+
+    result = train(config, model, forward, par, data, val, out_dir=out, run_id=m.id, vocab_size=train_set.vocab_size,
+                   flops_per_token=fpt, peak_flops=peak_flops(par.device, config.peak_tflops), on_step=on_step)
+    st = result.state
+
+    # The model folder: under FSDP all ranks gather the full weights, rank 0 writes everything.
+    full_sd = parallel.full_model_state(par, model) if par.fsdp else None
+
+    def write_outputs() -> None:
+        final = model
+        if full_sd is not None:  # a plain (unsharded) copy to save
+            final = build_model(lconf, seed=config.seed)
+            final.load_state_dict(full_sd)
+        files = save_hf_folder(final, out / "model", tokenizer_dir=train_set.tokenizer_dir)
+        abandoned: list[dict[str, Any]] = []
+        rows = read_rows(out / "metrics.jsonl", abandoned=abandoned)
+        plot_training(rows, st.events, out / "training.png", title=f"pretrain {m.id}: {describe(model)}",
+                      abandoned=abandoned)
+        m.metrics = {
+            "final_train_loss": result.final_train_loss,
+            "val_loss": st.val_loss,
+            "val_perplexity": perplexity(st.val_loss),
+            "tokens_seen": st.tokens_seen,
+            "steps": st.step,
+            "params": counts["params"],
+            "non_embedding_params": counts["non_embedding"],
+            "model": shape | {"vocab_size": lconf.vocab_size, "tie_embeddings": config.tie_embeddings},
+            "tokenizer_vocab_size": train_set.vocab_size,
+            "seq_len": config.seq_len,
+            "global_batch_windows": data.global_batch,
+            "global_batch_tokens": data.global_batch * config.seq_len,
+            "train_windows": windows.num_windows,
+            "val_tokens_evaluated": sum(b.shape[0] * (b.shape[1] - 1) for b in val) * par.world_size,
+            "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
+            "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
+            "windows_skipped": sum(e["skipped_windows"][1] - e["skipped_windows"][0] for e in st.events
+                                   if e["action"] == "rollback"),
+            "tokens_per_s": result.tokens_per_s,
+            "mfu": result.mfu,
+            "flops_per_token": fpt,
+            "resumed_from_step": result.resumed_from,
+            "steps_executed": result.steps_run,
+            "train_time_s": round(result.loop_time_s, 3),
+            "device": par.device.type,
+            "world_size": par.world_size,
+            "parallel": ("fsdp" if par.fsdp else "ddp") if par.distributed else "none",
+            "dtype": "bfloat16" if (config.dtype == "bfloat16" or (config.dtype == "auto" and
+                                                                    par.device.type == "cuda")) else "float32",
+        }
+        m.events = st.events
+        atomic_write_text(out / "report.md", _report(m, tok_manifest, data_dir, describe(model), rows))
+        m.outputs = ([output_record(out, Path("model") / f, "model") for f in files]
+                     + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot"),
+                        output_record(out, "report.md", "report")])
+        write_manifest(out, m)
+
+    parallel.on_main(par, write_outputs)
+    return read_manifest(out)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: list[dict[str, Any]]) -> str:
+    mt, c = m.metrics, m.config
+    lines = [
+        f"# pretrain {m.id}", "",
+        f"Base model: {model_desc}, {mt['params']:,} parameters ({mt['non_embedding_params']:,} without the "
+        f"embedding). Trained on `{data_dir}` (tokenize {tok.id}: {tok.metrics.get('train_tokens', '?'):,} train tokens, "
+        f"vocabulary {mt['tokenizer_vocab_size']:,}).", "",
+        "| metric | value |", "| --- | --- |",
+        f"| steps | {mt['steps']:,} of {c['max_steps']:,} |",
+        f"| tokens seen | {mt['tokens_seen']:,} ({mt['global_batch_tokens']:,} per step) |",
+        f"| final train loss (mean of last 10 steps) | {_fmt(mt['final_train_loss'])} |",
+        f"| validation loss | {_fmt(mt['val_loss'])} ({mt['val_tokens_evaluated']:,} tokens) |",
+        f"| validation perplexity | {_fmt(mt['val_perplexity'], '.2f')} |",
+        f"| throughput | {_fmt(mt['tokens_per_s'], ',.0f')} tokens/s on {mt['world_size']} x {mt['device']} "
+        f"({mt['dtype']}, {mt['parallel']}) |",
+        f"| MFU | {'n/a (no GPU peak known)' if mt['mfu'] is None else format(mt['mfu'] * 100, '.1f') + ' %'} |",
+        f"| LR | peak {c['lr']:g}, warmup {c['warmup_steps']} steps, cosine to {c['lr'] * c['min_lr_ratio']:g} |",
+        f"| spikes skipped / rollbacks | {mt['spikes_skipped']} / {mt['rollbacks']} "
+        f"({mt['windows_skipped']:,} windows skipped) |", "",
+        "![loss, learning rate and gradient norm](training.png)", "",
+    ]
+    if m.events:
+        lines += ["## Spike events", "", "| step | action | reason | detail |", "| --- | --- | --- | --- |"]
+        for e in m.events:
+            detail = (f"back to step {e['to_step']}, windows {e['skipped_windows'][0]}..{e['skipped_windows'][1]} "
+                      f"skipped, LR x{e['lr_factor']:g} until step {e['lr_factor_until_step']}"
+                      if e["action"] == "rollback" else "")
+            lines.append(f"| {e['step']} | {e['action']} | {e['reason']} | {detail} |")
+        lines.append("")
+    evals = [r for r in rows if r.get("val_loss") is not None]
+    if evals:
+        lines += ["## Validation", "", "| step | train loss | val loss |", "| --- | --- | --- |"]
+        lines += [f"| {r['step']} | {_fmt(r.get('loss'))} | {_fmt(r['val_loss'])} |" for r in evals]
+        lines.append("")
+    lines += ["The model folder `model/` loads with `AutoModelForCausalLM.from_pretrained` and "
+              "`AutoTokenizer.from_pretrained`; the per-step log is `metrics.jsonl`.", ""]
+    return "\n".join(lines)
