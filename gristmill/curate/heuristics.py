@@ -1,5 +1,7 @@
-"""Heuristic quality filters: datatrove's Gopher (quality + repetition), C4 (FineWeb's variant), C4 bad
-words and FineWeb quality rules, run through their own `filter()` methods.
+"""Heuristic filters: datatrove's Gopher, C4, bad-words and FineWeb rules, offline, via their `filter()`.
+
+The Gopher (quality + repetition), C4 (FineWeb's variant), C4 bad-words and FineWeb quality blocks
+run through their own `filter()` methods.
 
 datatrove splits words and sentences with spaCy or NLTK models, which are not installed here and
 would need downloads. Each filter is therefore given `OfflineWordTokenizer` (datatrove accepts a

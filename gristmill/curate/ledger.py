@@ -1,5 +1,6 @@
-"""The ledger: one row per input record saying where it went (kept, or dropped at which step and why),
-written as Parquet (or jsonl.gz); the funnel derived from it; and the accounting check `records read = kept + sum(dropped)`.
+"""The ledger: one row per input record (kept, or dropped where and why), its funnel and its accounting.
+
+Written as Parquet (or jsonl.gz); the check `records read = kept + sum(dropped)` runs on every run.
 """
 from __future__ import annotations
 

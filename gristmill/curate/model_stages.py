@@ -1,7 +1,7 @@
-"""Recipe stages that build the curate stage's models: "reference-lm" (n-gram reference LM, ARPA) and
-"quality-model" (fastText classifier), so a recipe can train them from its own data and hand the
-folders to curate (roles "reference" and "quality"). The command-line tools in tools.py do the same
-from flags; these follow the stage contract (config dataclass, id from config + inputs)."""
+"""The stages that build curate's models: "reference-lm" (n-gram ARPA) and "quality-model" (fastText).
+
+A recipe trains them from its own data and hands the folders to curate (roles "reference" and
+"quality"). The commands in tools.py run these same functions from flags."""
 from __future__ import annotations
 
 import itertools

@@ -68,7 +68,7 @@ def format_lineage(node: Node) -> str:
             lines.append(f"{pad}raw {n.role}: {n.path} sha256={n.raw_sha256[:16] if n.raw_sha256 else '?'}")
             return
         m = n.manifest
-        lines.append(f"{pad}{m.id}  {m.stage:<10} {m.created}  {_metrics_summary(m.metrics)}".rstrip()
+        lines.append(f"{pad}{m.id}  {m.stage:<13} {m.created}  {_metrics_summary(m.metrics)}".rstrip()
                      + f"  ({n.path})")
         for p in n.parents:
             emit(p, depth + 1)
