@@ -12,7 +12,7 @@ from gristmill import __version__
 from gristmill import config as cfg
 from gristmill import runs
 from gristmill.errors import GristmillError
-from gristmill.manifests import ManifestError, format_lineage, lineage, read_manifest, verify
+from gristmill.manifests import format_lineage, lineage, read_manifest, verify
 from gristmill.stages import BUILTIN
 
 EXIT_ERROR, EXIT_USAGE = 1, 2

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 from gristmill import config as cfg
 from gristmill.errors import GristmillError
-from gristmill.manifests import (MANIFEST_NAME, RAW, InputRecord, Manifest, ManifestError, compute_id, finished,
+from gristmill.manifests import (MANIFEST_NAME, InputRecord, Manifest, ManifestError, compute_id, finished,
                                  input_records, read_manifest)
 from gristmill.manifests.store import input_ids
 
@@ -157,6 +157,7 @@ def expand_glob(p: Path) -> list[Path]:
 def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Path, recipe_dir: Path,
          overrides: Iterable[str] = (), start: str | None = None, until: str | None = None) -> list[Step]:
     """Every stage of the recipe with its action and reason. Computes ids; runs nothing."""
+    run_dir = Path(run_dir).absolute()  # `{run}` must mean the same folder whatever the recipe's folder is
     recipe = cfg.apply_overrides(recipe, list(overrides))
     run_table = recipe.get("run", {})
     names = run_table.get("stages")

@@ -152,3 +152,15 @@ def test_bad_recipes_say_what_to_change(recipe, tmp_path, edit, match):
     edit(recipe)
     with pytest.raises(Exception, match=match):
         _plan(recipe, tmp_path)
+
+
+def test_run_placeholder_with_a_relative_run_folder(recipe, tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "work" / "runs" / "r" / "data").mkdir(parents=True)
+    (tmp_path / "work" / "runs" / "r" / "data" / "in.txt").write_text("zz")
+    monkeypatch.chdir(tmp_path / "work")
+    recipe["inputs"]["alpha"]["data"] = "{run}/data/in.txt"
+    steps = plan(recipe, REGISTRY, run_dir=Path("runs/r"), recipe_dir=tmp_path / "recipes")
+    assert steps[0].inputs["data"] == [tmp_path / "work" / "runs" / "r" / "data" / "in.txt"]
+    execute(steps, log=lambda s: None)
+    assert (tmp_path / "work" / "runs" / "r" / "beta" / "b.txt").read_text() == "zzzz!"

@@ -13,7 +13,6 @@ either complete or absent.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from gristmill.manifests.io import fsync_path
 
 PREFIX = "step-"
 
@@ -135,16 +136,6 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 
 # --- save / list / load ----------------------------------------------------------------------------
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(root: Path, step: int, *, model: dict[str, torch.Tensor], optimizer: dict[str, Any],
                     state: dict[str, Any], rng: list[dict[str, Any]], keep: int) -> Path:
     """Write checkpoints/step-<step>/ atomically and delete all but the newest `keep`."""
@@ -163,12 +154,12 @@ def save_checkpoint(root: Path, step: int, *, model: dict[str, torch.Tensor], op
     doc = {"step": step, **state, "model_aliases": aliases, "optimizer": opt_meta, "rng": rng_meta}
     (tmp / "state.json").write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync_path(f)
+    fsync_path(tmp)
     if final.exists():  # the same step saved again (e.g. after a rollback): replace it
         shutil.rmtree(final)
     tmp.rename(final)
-    _fsync(root)
+    fsync_path(root)
     for _, old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
