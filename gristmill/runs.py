@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 from gristmill import config as cfg
 from gristmill.errors import GristmillError
 from gristmill.manifests import (MANIFEST_NAME, InputRecord, Manifest, ManifestError, compute_id, finished,
-                                 input_records, read_manifest)
+                                 input_records, read_manifest, verify)
 from gristmill.manifests.store import input_ids
 
 
@@ -233,7 +233,7 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
                                f"in {step.out_dir}; run it first (drop --from)")
             continue
         done = finished(step.out_dir, step.id)
-        if done is not None:
+        if done is not None and not upstream_rerun:
             step.action, step.reason = "skip", f"finished (id {step.id}, outputs verified)"
             continue
         rerun.add(name)
@@ -251,7 +251,9 @@ def _why_run(step: Step, upstream_rerun: list[str]) -> str:
     except ManifestError:
         return "existing manifest is unreadable"
     if old.id == step.id:
-        return "outputs do not verify"
+        if upstream_rerun:
+            return f"inputs re-run: {', '.join(upstream_rerun)}"
+        return "outputs do not verify" if verify(mp) else "an input stage ran again since"
     changed = sorted(k for k in set(old.config) | set(step.config_dict) if old.config.get(k) != step.config_dict.get(k))
     if changed:
         return f"config changed ({', '.join(changed)}): id {old.id} -> {step.id}"

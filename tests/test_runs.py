@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.config import to_dict
-from gristmill.manifests import RAW, begin_stage, output_record, read_manifest, write_manifest
+from gristmill.manifests import RAW, begin_stage, output_record, read_manifest, sha256_file, write_manifest
 from gristmill.runs import Role, RunError, StageSpec, execute, format_plan, plan
 
 CALLS: list[str] = []
@@ -164,3 +164,26 @@ def test_run_placeholder_with_a_relative_run_folder(recipe, tmp_path, monkeypatc
     assert steps[0].inputs["data"] == [tmp_path / "work" / "runs" / "r" / "data" / "in.txt"]
     execute(steps, log=lambda s: None)
     assert (tmp_path / "work" / "runs" / "r" / "beta" / "b.txt").read_text() == "zzzz!"
+
+
+def test_upstream_that_ran_again_makes_downstream_stale(recipe, tmp_path):
+    # Same config and inputs give the same id, but a stage that is run again writes a new manifest
+    # (and a non-bit-reproducible trainer, other bytes): what was built on the old one runs again.
+    execute(_plan(recipe, tmp_path), log=lambda s: None)
+    (tmp_path / "run" / "alpha" / "a.txt").write_text("lost")
+    steps = _plan(recipe, tmp_path)
+    assert _actions(steps) == {"alpha": "run", "beta": "run"} and "alpha" in steps[1].reason
+    execute(steps, log=lambda s: None)
+    # beta was rebuilt, or kept only if alpha's new manifest came out byte-identical (same second)
+    assert read_manifest(tmp_path / "run" / "beta").inputs[0].sha256 == \
+        sha256_file(tmp_path / "run" / "alpha" / "manifest.json")
+    # a stage run again by hand (not through the planner) is noticed too: it wrote a new manifest
+    again = read_manifest(tmp_path / "run" / "alpha")
+    again.created = "2030-01-01T00:00:00Z"
+    write_manifest(tmp_path / "run" / "alpha", again)
+    steps = _plan(recipe, tmp_path)
+    assert _actions(steps) == {"alpha": "skip", "beta": "run"}
+    assert steps[1].reason == "an input stage ran again since"
+    CALLS.clear()
+    execute(steps, log=lambda s: None)
+    assert CALLS == ["beta"] and _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip"}

@@ -143,6 +143,20 @@ def finished(out_dir: str | Path, expected_id: str) -> Manifest | None:
         m = read_manifest(mp)
     except ManifestError:
         return None
-    if m.id != expected_id or verify(mp):
+    if m.id != expected_id or verify(mp) or not _stage_inputs_unchanged(m, mp.parent):
         return None
     return m
+
+
+def _stage_inputs_unchanged(m: Manifest, folder: Path) -> bool:
+    """Each upstream stage's manifest is still the one this stage read. An upstream stage that ran
+    again keeps its id (same config and inputs) but writes a new manifest, and possibly other
+    bytes (a multi-threaded trainer is not bit-reproducible): what was built on the old one is stale."""
+    for rec in m.inputs:
+        if rec.stage is None:  # raw inputs: their sha256 is part of the id already
+            continue
+        p = Path(rec.path) if Path(rec.path).is_absolute() else folder / rec.path
+        upstream = p if p.name == MANIFEST_NAME else p / MANIFEST_NAME
+        if not upstream.is_file() or sha256_file(upstream) != rec.sha256:
+            return False
+    return True
