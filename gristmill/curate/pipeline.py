@@ -390,15 +390,20 @@ def per_task_pipeline(config: dict, units: list[TaskUnit], work_dir: str, models
     ]
 
 
-class FinalizeStep(PipelineStep):
-    """The global step (one task): corpus-wide verdicts, dedup, shards, ledger, report, manifest."""
+class _PlanStep(PipelineStep):
+    """A step of the global jobs: it reads everything it needs from the run's plan (a JSON-able dict)."""
 
     type = "🌾 - GRISTMILL"
-    name = "🏁 finalize"
 
     def __init__(self, plan: dict):
         super().__init__()
         self.plan = plan
+
+
+class FinalizeStep(_PlanStep):
+    """The global step (one task): corpus-wide verdicts, dedup, shards, ledger, report, manifest."""
+
+    name = "🏁 finalize"
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from gristmill.curate.finalize import finalize
@@ -408,15 +413,10 @@ class FinalizeStep(PipelineStep):
         yield
 
 
-class SelectStep(PipelineStep):
+class SelectStep(_PlanStep):
     """datatrove backend, job 2 (one task): every verdict before near dedup, saved for the next jobs."""
 
-    type = "🌾 - GRISTMILL"
     name = "⚖ select"
-
-    def __init__(self, plan: dict):
-        super().__init__()
-        self.plan = plan
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from gristmill.curate.finalize import decide_before_near, save_decisions
@@ -426,16 +426,11 @@ class SelectStep(PipelineStep):
         yield
 
 
-class SignatureExport(PipelineStep):
+class SignatureExport(_PlanStep):
     """datatrove backend, job 3 (a task per input task): this task's surviving signatures as
     datatrove MinHash bucket files (sorted per band), so MinhashDedupBuckets can find the pairs."""
 
-    type = "🌾 - GRISTMILL"
     name = "🎯 signatures -> datatrove buckets"
-
-    def __init__(self, plan: dict):
-        super().__init__()
-        self.plan = plan
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from gristmill.curate.finalize import export_datatrove_signatures

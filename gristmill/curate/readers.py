@@ -298,6 +298,11 @@ def _warc_record(rec, source: str, offset: int, cfg: ReadersConfig) -> Record:
     elif mime is None and not looks_like_html(payload):
         r.drop, r.detail = "non_html", "unknown"
         return r
+    return _with_html(r, payload, charset)
+
+
+def _with_html(r: Record, payload: bytes, charset: str | None = None) -> Record:
+    """Decode an HTML payload into `r` (detected charset when none is declared), or mark it undecodable."""
     text, enc = decode_html(payload, charset)
     if text is None:
         r.drop = "undecodable"
@@ -535,10 +540,4 @@ def read_html_file(path: str, root: str | None, cfg: ReadersConfig) -> Record:
     if not payload.strip():
         r.drop = "empty"
         return r
-    text, enc = decode_html(payload)
-    if text is None:
-        r.drop = "undecodable"
-        return r
-    r.content, r.is_html = text, True
-    r.meta["encoding"] = enc
-    return r
+    return _with_html(r, payload)

@@ -51,8 +51,3 @@ def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None =
         digest, size = sha256_file(p), p.stat().st_size
     return InputRecord(role=role, path=_display_path(p, rel), sha256=digest, bytes=size)
 
-
-def resolve_input_path(manifest_dir: Path, record: InputRecord) -> Path:
-    """Where an input record points, read from the folder of the manifest that lists it."""
-    p = Path(record.path)
-    return p if p.is_absolute() else Path(os.path.normpath(manifest_dir / p))

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gristmill.manifests.inputs import resolve_input_path
+from gristmill.manifests.store import resolve_input_path
 from gristmill.manifests.schema import MANIFEST_NAME, Manifest
 from gristmill.manifests.store import manifest_path, read_manifest
 

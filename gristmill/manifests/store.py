@@ -79,6 +79,12 @@ def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
     return path
 
 
+def resolve_input_path(manifest_dir: Path, record: InputRecord) -> Path:
+    """Where an input record points, read from the folder of the manifest that lists it."""
+    p = Path(record.path)
+    return p if p.is_absolute() else Path(os.path.normpath(manifest_dir / p))
+
+
 def manifest_path(path: str | Path) -> Path:
     p = Path(path)
     return p / MANIFEST_NAME if p.is_dir() or not p.name.endswith(".json") else p
@@ -155,7 +161,7 @@ def _stage_inputs_unchanged(m: Manifest, folder: Path) -> bool:
     for rec in m.inputs:
         if rec.stage is None:  # raw inputs: their sha256 is part of the id already
             continue
-        p = Path(rec.path) if Path(rec.path).is_absolute() else folder / rec.path
+        p = resolve_input_path(folder, rec)
         upstream = p if p.name == MANIFEST_NAME else p / MANIFEST_NAME
         if not upstream.is_file() or sha256_file(upstream) != rec.sha256:
             return False
