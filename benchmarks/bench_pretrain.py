@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gristmill.manifests import new_manifest, output_record, write_manifest
-from gristmill.pretrain.config import PretrainConfig
+from gristmill.pretrain.config import CheckpointConfig, OptimConfig, PretrainConfig, SpikeConfig
 from gristmill.pretrain.data import TokenWindows, TrainBatches
 from gristmill.pretrain.evaluate import autocast_for, causal_lm_loss, flops_per_token, mfu, peak_flops
 from gristmill.pretrain.loop import make_optimizer
@@ -85,10 +85,10 @@ def token_folder(root: Path, data: Path, vocab_size: int, max_chars: int) -> Pat
 
 
 def config(preset: str, device: str, steps: int, batch_size: int, seq_len: int, compile: bool) -> PretrainConfig:
-    return PretrainConfig(preset=preset, max_steps=steps, batch_size=batch_size, seq_len=seq_len, lr=1e-3,
-                          warmup_steps=min(10, steps), device=device, compile=compile,
+    return PretrainConfig(preset=preset, max_steps=steps, batch_size=batch_size, seq_len=seq_len, device=device,
+                          compile=compile, optim=OptimConfig(lr=1e-3, warmup_steps=min(10, steps)),
                           eval_every=max(1, steps // 2), eval_batches=1,  # two evaluations: mid-run and last step
-                          log_every=1, checkpoint_every=10**9, spike_window=8)
+                          log_every=1, checkpoint=CheckpointConfig(every=10**9), spike=SpikeConfig(window=8))
 
 
 def bare_loop(cfg: PretrainConfig, tok: Path, warm: int) -> tuple[float, float]:
@@ -100,7 +100,7 @@ def bare_loop(cfg: PretrainConfig, tok: Path, warm: int) -> tuple[float, float]:
     model = build_model(llama_config(cfg, vocab_size=train.vocab_size, eos_id=train.eos_id), seed=cfg.seed).to(dev)
     fwd = torch.compile(model) if cfg.compile else model
     par = Parallel(rank=0, world_size=1, local_rank=0, device=dev, owns_group=False)
-    opt = make_optimizer(model, cfg, par)
+    opt = make_optimizer(model, cfg.optim, par)
     data = TrainBatches(TokenWindows(train.shards, cfg.seq_len), seed=cfg.seed, batch_size=cfg.batch_size,
                         grad_accum=cfg.grad_accum)
     batches = [torch.from_numpy(data.micro_batches(s * data.global_batch)[0]).to(dev) for s in range(cfg.max_steps)]
@@ -111,9 +111,9 @@ def bare_loop(cfg: PretrainConfig, tok: Path, warm: int) -> tuple[float, float]:
             sync()
             t0 = time.perf_counter()
         with autocast_for(dev, cfg.dtype):
-            loss = causal_lm_loss(fwd, x)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            loss_sum, n = causal_lm_loss(fwd, x)
+        (loss_sum / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
     sync()

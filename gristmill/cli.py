@@ -13,18 +13,18 @@ from gristmill import config as cfg
 from gristmill import runs
 from gristmill.errors import GristmillError
 from gristmill.manifests import format_lineage, lineage, read_manifest, verify
-from gristmill.stages import BUILTIN
+from gristmill.stages import BUILTIN, StageNotBuilt, StageSpec, is_built
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECIPE = REPO / "recipes" / "demo.toml"
 
 
-def registry() -> dict[str, runs.StageSpec]:
+def registry() -> dict[str, StageSpec]:
     return {s.name: s for s in BUILTIN}
 
 
-def _add_stage_parser(sub: argparse._SubParsersAction, spec: runs.StageSpec) -> None:
+def _add_stage_parser(sub: argparse._SubParsersAction, spec: StageSpec) -> None:
     p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
     for role in spec.roles:
         p.add_argument(role.flag, dest=f"role_{role.name}", nargs="+" if role.many else None,
@@ -88,7 +88,7 @@ def _add_run_args(p: argparse.ArgumentParser, *, out_required: bool) -> None:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
-    spec: runs.StageSpec = args.spec
+    spec: StageSpec = args.spec
     recipe = cfg.load_toml(args.config) if args.config else {}
     recipe = cfg.apply_overrides(recipe, args.set)
     other = sorted(k for k in recipe if k != spec.name and any(s.startswith(f"{k}.") for s in args.set))
@@ -141,9 +141,9 @@ def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     recipe = runs.load_recipe(args.recipe)
-    blocked = [s.name for s in BUILTIN if s.name in recipe.get("run", {}).get("stages", []) and not runs.is_built(s)]
+    blocked = [s.name for s in BUILTIN if s.name in recipe.get("run", {}).get("stages", []) and not is_built(s)]
     if blocked:
-        raise runs.StageNotBuilt(f"{args.recipe}: stage(s) {', '.join(blocked)} are not built yet in this version "
+        raise StageNotBuilt(f"{args.recipe}: stage(s) {', '.join(blocked)} are not built yet in this version "
                                  "of gristmill; remove them from [run] stages")
     return _run_recipe(args.recipe, args)
 
@@ -172,7 +172,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo data already in {data}")
     rc = _run_recipe(DEMO_RECIPE, args)
     in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])
-    missing = [s.name for s in BUILTIN if s.name not in in_recipe and not runs.is_built(s)]
+    missing = [s.name for s in BUILTIN if s.name not in in_recipe and not is_built(s)]
     if missing:
         print(f"not built yet (not in the demo): {', '.join(missing)}")
     return rc
@@ -200,7 +200,7 @@ def _guard(fn) -> int:
     """Known failures print one clear line and exit non-zero; anything else keeps its traceback."""
     try:
         return int(fn() or 0)
-    except runs.StageNotBuilt as e:
+    except StageNotBuilt as e:
         print(f"gristmill: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (GristmillError, FileNotFoundError) as e:

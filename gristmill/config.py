@@ -82,6 +82,14 @@ def build(cls: type[T], data: dict[str, Any] | None, *, section: str) -> T:
     if unknown:
         raise ConfigError(f"[{section}] unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        # A nested section given in part overrides the fields of the stage's own default for it
+        # (SFT's optim default has another lr than OptimConfig's), not the section class's defaults.
+        default = fields[name].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING:
+            base = default()
+            if dataclasses.is_dataclass(base):
+                data[name] = _merge(to_dict(base), value)
     kwargs = {name: _coerce(value, hints[name], f"{section}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -89,6 +97,13 @@ def build(cls: type[T], data: dict[str, Any] | None, *, section: str) -> T:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"[{section}] {e}") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

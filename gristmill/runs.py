@@ -20,7 +20,6 @@ config invalidates downstream without running anything.
 from __future__ import annotations
 
 import glob
-import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,67 +30,12 @@ from gristmill.errors import GristmillError
 from gristmill.manifests import (MANIFEST_NAME, InputRecord, Manifest, ManifestError, compute_id, finished,
                                  input_records, read_manifest, verify)
 from gristmill.manifests.store import input_ids
-
-
-class StageNotBuilt(GristmillError):
-    """The recipe or command names a stage whose code is not in this version of gristmill."""
+from gristmill.stages import StageSpec, is_built
 
 
 class RunError(GristmillError):
     """A recipe that cannot run as written: the message says what to change."""
 
-
-@dataclass(frozen=True)
-class Role:
-    name: str
-    flag: str  # the CLI flag of the stage's own command
-    accepts: tuple[str, ...]  # upstream stage names, and/or RAW for a file or folder gristmill did not make
-    many: bool = False
-    required: bool = True
-    help: str = ""
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    help: str
-    roles: tuple[Role, ...]
-    config: str | type  # "module:Class", or the class itself (tests register fakes this way)
-    run: str | Callable[..., Manifest]  # run(config, inputs, out_dir, *, force) -> Manifest
-    group: str | None = None  # CLI group: `gristmill align sft`
-    issue: int | None = None  # the issue that builds it, for the "not built yet" message
-    tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. curate train-quality
-
-    @property
-    def expect(self) -> dict[str, tuple[str, ...]]:
-        return {r.name: r.accepts for r in self.roles}
-
-    def config_cls(self) -> type:
-        return self.config if isinstance(self.config, type) else _load(self, self.config)
-
-    def run_fn(self) -> Callable[..., Manifest]:
-        return self.run if callable(self.run) else _load(self, self.run)
-
-
-def _load(spec: StageSpec, target: str) -> Any:
-    module, _, attr = target.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")) and e.name.startswith("gristmill"):
-            where = f" (issue {spec.issue})" if spec.issue else ""
-            raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}") from None
-        raise
-    return getattr(mod, attr)
-
-
-def is_built(spec: StageSpec) -> bool:
-    try:
-        spec.config_cls()
-        spec.run_fn()
-        return True
-    except StageNotBuilt:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,75 @@
 """The table of built-in stages: name, input roles (CLI flags), and where the code lives.
 
 Code is named by string and imported only when the stage runs, so `gristmill --help` does not
-import torch, and a stage that is not built yet is reported instead of crashing the CLI.
+import torch, and a stage that is not built yet is reported instead of crashing the CLI. Stages
+read their own roles here (`spec(name).expect`); the planner (runs.py) sits above this table.
 """
 from __future__ import annotations
 
-from gristmill.manifests import RAW
-from gristmill.runs import Role, StageSpec
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gristmill.errors import GristmillError
+from gristmill.manifests import RAW, Manifest
+
+
+class StageNotBuilt(GristmillError):
+    """The recipe or command names a stage whose code is not in this version of gristmill."""
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    flag: str  # the CLI flag of the stage's own command
+    accepts: tuple[str, ...]  # upstream stage names, and/or RAW for a file or folder gristmill did not make
+    many: bool = False
+    required: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    help: str
+    roles: tuple[Role, ...]
+    config: str | type  # "module:Class", or the class itself (tests register fakes this way)
+    run: str | Callable[..., Manifest]  # run(config, inputs, out_dir, *, force) -> Manifest
+    group: str | None = None  # CLI group: `gristmill align sft`
+    issue: int | None = None  # the issue that builds it, for the "not built yet" message
+    tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. curate train-quality
+
+    @property
+    def expect(self) -> dict[str, tuple[str, ...]]:
+        return {r.name: r.accepts for r in self.roles}
+
+    def config_cls(self) -> type:
+        return self.config if isinstance(self.config, type) else _load(self, self.config)
+
+    def run_fn(self) -> Callable[..., Manifest]:
+        return self.run if callable(self.run) else _load(self, self.run)
+
+
+def _load(spec: StageSpec, target: str) -> Any:
+    module, _, attr = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")) and e.name.startswith("gristmill"):
+            where = f" (issue {spec.issue})" if spec.issue else ""
+            raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}") from None
+        raise
+    return getattr(mod, attr)
+
+
+def is_built(spec: StageSpec) -> bool:
+    try:
+        spec.config_cls()
+        spec.run_fn()
+        return True
+    except StageNotBuilt:
+        return False
+
 
 BUILTIN: tuple[StageSpec, ...] = (
     StageSpec(
@@ -45,14 +108,22 @@ BUILTIN: tuple[StageSpec, ...] = (
         config="gristmill.pretrain.config:PretrainConfig", run="gristmill.pretrain.run:run_pretrain", issue=5),
     StageSpec(
         name="sft", help="base model + instructions -> SFT model", group="align",
-        roles=(Role("model", "--model", accepts=("pretrain", RAW), help="base model: a pretrain folder or a HF model folder"),
-               Role("data", "--data", accepts=(RAW,), many=True, help="SFT JSONL: {instruction, input?, response} or {messages}")),
-        config="gristmill.align.config:SFTConfig", run="gristmill.align.sft:run_sft"),
+        roles=(Role("model", "--model", accepts=("pretrain", "sft", RAW),
+                    help="base model: a pretrain folder or a local Hugging Face model folder"),
+               Role("data", "--data", accepts=(RAW,), many=True,
+                    help="SFT JSONL / JSON (.gz, .zst): {instruction, input?, response}, {messages}, self-instruct tasks"),
+               Role("eval", "--eval", accepts=(RAW,), many=True, required=False,
+                    help="held-out SFT data; default: a stable hash split of --data (sft.data.eval_fraction)")),
+        config="gristmill.align.config:SFTConfig", run="gristmill.align.sft:run_sft", issue=8),
     StageSpec(
         name="reward", help="SFT model + preference pairs -> reward model (Bradley-Terry)", group="align",
-        roles=(Role("model", "--model", accepts=("sft", "pretrain", RAW), help="the SFT model folder"),
-               Role("data", "--data", accepts=(RAW,), many=True, help="preference JSONL: {prompt, chosen, rejected} or HH")),
-        config="gristmill.align.config:RewardConfig", run="gristmill.align.reward:run_reward"),
+        roles=(Role("model", "--model", accepts=("sft", "pretrain", RAW),
+                    help="the SFT model folder (or a local Hugging Face causal LM folder)"),
+               Role("data", "--data", accepts=(RAW,), many=True,
+                    help="preference JSONL / JSON: {prompt, chosen, rejected} (strings or messages) or Anthropic HH"),
+               Role("eval", "--eval", accepts=(RAW,), many=True, required=False,
+                    help="held-out pairs; default: a stable hash split of --data (reward.data.eval_fraction)")),
+        config="gristmill.align.config:RewardConfig", run="gristmill.align.reward:run_reward", issue=8),
     StageSpec(
         name="dpo", help="SFT model + preference pairs -> aligned model (DPO / IPO / SimPO)", group="align",
         roles=(Role("model", "--model", accepts=("sft", RAW), help="the SFT model folder (also the reference)"),

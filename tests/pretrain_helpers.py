@@ -30,14 +30,27 @@ def make_tokens(path: Path) -> Path:
     return tokenized_dir(path, corpus(), vocab_size=512, val_fraction=0.1)
 
 
+TINY = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=176, seq_len=64, batch_size=8, max_steps=30,
+            eval_every=10, eval_batches=2, device="cpu", optim={"warmup_steps": 5, "lr": 3e-3},
+            checkpoint={"every": 5, "keep": 2}, spike={"window": 8})
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`; nested sections (optim, spike, checkpoint) are merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def tiny(**overrides: Any):
-    """A PretrainConfig for a ~125k-parameter model that trains in about a second per 30 steps."""
+    """A PretrainConfig for a ~125k-parameter model that trains in about a second per 30 steps.
+
+    Sections are given as dicts: tiny(max_steps=16, optim={"lr": 2e-3}, checkpoint={"every": 4})."""
+    from gristmill.config import build
     from gristmill.pretrain.config import PretrainConfig
 
-    base = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=176, seq_len=64, batch_size=8,
-                max_steps=30, warmup_steps=5, lr=3e-3, eval_every=10, eval_batches=2, checkpoint_every=5,
-                keep_checkpoints=2, spike_window=8, device="cpu")
-    return PretrainConfig(**(base | overrides))
+    return build(PretrainConfig, merged(TINY, overrides), section="pretrain")
 
 
 def rows(out: Path) -> dict[int, dict[str, Any]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from gristmill import __version__, cli
-from gristmill.runs import Role, StageSpec
+from gristmill.stages import Role, StageSpec
 
 
 def test_version(capsys):

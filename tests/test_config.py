@@ -78,3 +78,18 @@ def test_load_toml_errors(tmp_path):
         load_toml(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="is a value, not a section"):
         apply_overrides({"x": 1}, ["x.y=2"])
+
+
+@dataclass(kw_only=True)
+class Stage:
+    # the stage's own default for a shared section differs from the section class's defaults
+    spikes: Inner = field(default_factory=lambda: Inner(window=8, z=3.0))
+
+
+def test_a_partial_nested_section_overrides_the_stages_default_not_the_class_default():
+    assert build(Stage, {}, section="s").spikes == Inner(window=8, z=3.0)
+    assert build(Stage, {"spikes": {"z": 4.0}}, section="s").spikes == Inner(window=8, z=4.0)
+    data = apply_overrides({}, ["s.spikes.window=2"])
+    assert build(Stage, data["s"], section="s").spikes == Inner(window=2, z=3.0)
+    with pytest.raises(ConfigError, match=r"\[s.spikes\] unknown key"):
+        build(Stage, {"spikes": {"zz": 1}}, section="s")

@@ -61,9 +61,51 @@ def violations(root: Path) -> list[str]:
     return bad
 
 
+def module_of(f: Path, root: Path) -> str:
+    parts = list(f.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """gristmill module -> the gristmill modules it imports (at the top or lazily), by the longest known prefix."""
+    files = {module_of(f, root): f for f in sorted(root.rglob("*.py"))}
+    graph = {}
+    for name, f in files.items():
+        deps = set()
+        for _, mod in imports_of(f, root):
+            bits = mod.split(".")
+            for k in range(len(bits), 0, -1):
+                if ".".join(bits[:k]) in files:
+                    deps.add(".".join(bits[:k]))
+                    break
+        graph[name] = deps - {name}
+    return graph
+
+
+def indirect_violations(root: Path) -> list[str]:
+    """A stage module that reaches the planner or the CLI through any chain of imports (e.g. via stages.py)."""
+    graph = import_graph(root)
+    bad = []
+    for start in sorted(graph):
+        if part_of(start) not in ORDER:
+            continue
+        seen, queue = {start: [start]}, [start]
+        while queue:
+            mod = queue.pop(0)
+            for dep in sorted(graph[mod]):
+                if dep not in seen:
+                    seen[dep] = seen[mod] + [dep]
+                    queue.append(dep)
+        for target in ("gristmill.runs", "gristmill.cli"):
+            if target in seen:
+                bad.append(f"{start} reaches {target}: {' -> '.join(seen[target])}")
+    return bad
+
+
 def test_package_imports_follow_pipeline_order():
     assert len(list(PKG.rglob("*.py"))) > 10
     assert violations(PKG) == []
+    assert indirect_violations(PKG) == []
 
 
 def test_checker_catches_a_backwards_import(tmp_path):
@@ -77,3 +119,15 @@ def test_checker_catches_a_backwards_import(tmp_path):
     assert any("curate/x.py:2 imports gristmill.pretrain" in v for v in found)
     assert any("manifests/y.py:1 imports gristmill.curate" in v and "know no stage" in v for v in found)
     assert any("nothing imports the CLI" in v for v in found)
+
+
+def test_checker_catches_a_stage_reaching_the_planner_through_another_module(tmp_path):
+    fake_pkg = tmp_path / "gristmill"
+    (fake_pkg / "pretrain").mkdir(parents=True)
+    (fake_pkg / "pretrain" / "run.py").write_text("def f():\n    from gristmill.stages import spec\n")
+    (fake_pkg / "stages.py").write_text("from gristmill.runs import Role\n")
+    (fake_pkg / "runs.py").write_text("X = 1\n")
+    assert violations(fake_pkg) == []  # each import on its own is allowed ...
+    found = indirect_violations(fake_pkg)  # ... the chain is not
+    assert found == ["gristmill.pretrain.run reaches gristmill.runs: "
+                     "gristmill.pretrain.run -> gristmill.stages -> gristmill.runs"]

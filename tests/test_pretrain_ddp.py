@@ -1,6 +1,7 @@
 """Two processes under torchrun (gloo on CPU), DDP and FSDP2, give the loss curve of one process with the same global batch."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +11,18 @@ from transformers import AutoModelForCausalLM
 
 from gristmill.manifests import read_manifest, verify
 from gristmill.pretrain.run import run_pretrain
-from pretrain_helpers import make_tokens, rows, tiny
+from faults import Faults
+from pretrain_helpers import make_tokens, merged, rows, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = dict(max_steps=12, warmup_steps=3, eval_every=6, checkpoint_every=4)
+COMMON = dict(max_steps=12, optim={"warmup_steps": 3}, eval_every=6, checkpoint={"every": 4})
 
 
-def torchrun(tok: Path, out: Path, **fields) -> subprocess.Popen:
-    cfg = tiny(**COMMON, **fields)
-    sets = [a for k, v in fields.items() for a in ("--set", f"pretrain.{k}={str(v).lower()}")]
-    base = [a for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "lr",
-                        "eval_batches", "spike_window", "device", *COMMON)
-            for a in ("--set", f"pretrain.{k}={getattr(cfg, k)}")]
+def torchrun(tok: Path, out: Path, faults: dict | None = None, **fields) -> subprocess.Popen:
+    """tests/ddp_worker.py under torchrun: 2 processes, the tiny config with COMMON and `fields`, optional faults."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gristmill", "pretrain", "--data", str(tok), "--out", str(out), *base, *sets]
+           str(ROOT / "tests" / "ddp_worker.py"), str(tok), str(out), json.dumps(merged(COMMON, fields)),
+           json.dumps(faults or {})]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -47,9 +46,9 @@ def test_ddp_and_fsdp_match_one_process(tmp_path):
     # DDP: 2 ranks x batch 2 x 2 accumulated micro-batches = 8 windows per step
     ddp = torchrun(tok, tmp_path / "ddp", batch_size=2, grad_accum=2)
     # FSDP2: 2 ranks x batch 4, with a NaN at step 6 so the rollback (sharded load) runs too
-    fsdp = torchrun(tok, tmp_path / "fsdp", batch_size=4, fsdp=True, test_nan_at_step=6)
+    fsdp = torchrun(tok, tmp_path / "fsdp", faults={"nan_at": 6}, batch_size=4, fsdp=True)
     one = run_pretrain(tiny(**COMMON, batch_size=8), {"data": [tok]}, tmp_path / "one")
-    one_nan = run_pretrain(tiny(**COMMON, batch_size=8, test_nan_at_step=6), {"data": [tok]}, tmp_path / "one_nan")
+    one_nan = run_pretrain(tiny(**COMMON, batch_size=8), {"data": [tok]}, tmp_path / "one_nan", hooks=Faults(nan_at=6))
     finish(ddp)
     finish(fsdp)
 

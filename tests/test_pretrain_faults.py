@@ -10,9 +10,10 @@ from gristmill.errors import GristmillError
 from gristmill.manifests import verify
 from gristmill.pretrain.run import run_pretrain
 from gristmill.pretrain.spikes import SpikeError
+from faults import Faults
 from pretrain_helpers import make_tokens, rows, tiny
 
-CFG = dict(max_steps=32, checkpoint_every=5, eval_every=16)
+CFG = dict(max_steps=32, checkpoint={"every": 5}, eval_every=16)
 G = 8  # windows per step: batch_size 8, one process, no accumulation
 
 
@@ -28,13 +29,13 @@ def clean(tok, tmp_path_factory):
 
 def test_nan_rolls_back_to_the_last_checkpoint_and_skips_the_data(tok, clean, tmp_path):
     out = tmp_path / "nan"
-    m = run_pretrain(tiny(**CFG, test_nan_at_step=18), {"data": [tok]}, out)
+    m = run_pretrain(tiny(**CFG), {"data": [tok]}, out, hooks=Faults(nan_at=18))
     assert clean.events == []
     (e,) = m.events
     assert (e["step"], e["action"], e["to_step"]) == (18, "rollback", 15)
     assert "non-finite loss" in e["reason"] and e["loss"] is None
     # from the checkpoint's cursor through the spike's batch plus one margin batch
-    assert e["skipped_windows"] == [15 * G, 17 * G + 2 * G]
+    assert e["skipped"] == [15 * G, 17 * G + 2 * G]
     assert m.metrics["rollbacks"] == 1 and m.metrics["windows_skipped"] == 4 * G
     r = rows(out)
     assert sorted(r) == list(range(1, 33)) and r[32]["loss"] is not None
@@ -50,15 +51,18 @@ def scheduled_lr(clean, step):
     """The LR of (1-based) step `step` without any spike lowering."""
     from gristmill.pretrain.schedule import lr_at
 
-    c = clean.config
-    return lr_at(step - 1, lr=c["lr"], warmup_steps=c["warmup_steps"], max_steps=c["max_steps"],
+    c = clean.config["optim"]
+    return lr_at(step - 1, lr=c["lr"], warmup_steps=c["warmup_steps"], max_steps=clean.config["max_steps"],
                  min_lr_ratio=c["min_lr_ratio"])
 
 
 def test_garbage_batch_and_lr_spike_are_skipped_then_rolled_back(tok, clean, tmp_path):
     out = tmp_path / "garbage"
-    cfg = tiny(**CFG, test_garbage_at_step=20, test_lr_spike=30.0, test_lr_spike_steps=3)
-    m = run_pretrain(cfg, {"data": [tok]}, out)
+    from gristmill.tokenize.shards import ShardSet
+
+    vocab = ShardSet.open(tok, "train", verify=False).vocab_size
+    faults = Faults(garbage_at=20, vocab_size=vocab, lr_spike=30.0, lr_spike_steps=3)
+    m = run_pretrain(tiny(**CFG), {"data": [tok]}, out, hooks=faults)
     actions = [(e["step"], e["action"]) for e in m.events]
     assert actions[0] == (20, "skip")  # random tokens: the loss jumps, the update is dropped
     assert "loss z=" in m.events[0]["reason"]
@@ -72,12 +76,12 @@ def test_garbage_batch_and_lr_spike_are_skipped_then_rolled_back(tok, clean, tmp
 
 def test_too_many_rollbacks_stop_with_a_clear_error(tok, tmp_path):
     out = tmp_path / "doomed"
-    cfg = tiny(**CFG, test_nan_at_step=12, test_fault_repeat=True, max_rollbacks=2)
+    cfg = tiny(**CFG, spike={"max_rollbacks": 2})
     with pytest.raises(SpikeError) as err:
-        run_pretrain(cfg, {"data": [tok]}, out)
+        run_pretrain(cfg, {"data": [tok]}, out, hooks=Faults(nan_at=12, repeat=True))
     assert isinstance(err.value, GristmillError)
     msg = str(err.value)
-    assert "step 12" in msg and "pretrain.max_rollbacks=2" in msg and "checkpoints" in msg
+    assert "step 12" in msg and "pretrain.spike.max_rollbacks=2" in msg and "checkpoints" in msg
     assert not (out / "manifest.json").exists()  # a failed stage never looks finished
     r = [e for e in rows(out).values() if e.get("action")]
     assert [x["action"] for x in r] == ["stop"]  # rows keep the last per step; the stop is the last word

@@ -39,12 +39,14 @@ def test_explicit_fields_override_the_preset_and_reach_the_model():
 
 
 @pytest.mark.parametrize("fields, words", [
-    ({"warmup_steps": 50, "max_steps": 10}, "pretrain.warmup_steps=50"),
+    ({"optim": {"warmup_steps": 50}, "max_steps": 10}, "pretrain.optim.warmup_steps=50"),
     ({"hidden_size": 100, "num_heads": 3}, "num_heads=3"),
     ({"num_heads": 4, "num_kv_heads": 3}, "num_kv_heads"),
     ({"batch_size": 0}, "pretrain.batch_size=0"),
-    ({"spike_lr_factor": 2.0}, "spike_lr_factor"),
-    ({"spike_k": 9, "spike_m": 3}, "spike_m"),
+    ({"spike": {"lr_factor": 2.0}}, "spike.lr_factor"),
+    ({"spike": {"k": 9, "m": 3}}, "spike.m"),
+    ({"optim": {"lr": -1}}, "optim.lr=-1"),
+    ({"optim": {"lrr": 1}}, "pretrain.optim] unknown key"),
     ({"preset": "huge"}, "huge"),
 ])
 def test_bad_values_name_the_field(fields, words):

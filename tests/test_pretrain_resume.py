@@ -6,20 +6,10 @@ import pytest
 from gristmill.manifests import read_manifest
 from gristmill.pretrain.checkpoint import list_checkpoints
 from gristmill.pretrain.run import run_pretrain
+from faults import Killed, kill_at
 from pretrain_helpers import make_tokens, rows, tiny
 
-CFG = dict(max_steps=16, checkpoint_every=5, eval_every=4)
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_at(step: int):
-    def hook(n: int) -> None:
-        if n == step:
-            raise Killed(f"simulated kill after step {n}")
-    return hook
+CFG = dict(max_steps=16, checkpoint={"every": 5}, eval_every=4)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,7 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(tok, uninterrupted
     straight_dir, straight = uninterrupted
     out = tmp_path / "stopped"
     with pytest.raises(Killed):
-        run_pretrain(tiny(**CFG), {"data": [tok]}, out, on_step=kill_at(13))  # between checkpoints 10 and 15
+        run_pretrain(tiny(**CFG), {"data": [tok]}, out, hooks=kill_at(13))  # between checkpoints 10 and 15
     assert not (out / "manifest.json").exists()
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [5, 10]
     assert max(rows(out)) == 13  # the stopped run got further than its last checkpoint
@@ -59,15 +49,15 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(tok, uninterrupted
 def test_other_runs_checkpoints_are_not_resumed_and_force_starts_clean(tok, tmp_path):
     out = tmp_path / "pt"
     with pytest.raises(Killed):
-        run_pretrain(tiny(**CFG), {"data": [tok]}, out, on_step=kill_at(6))
+        run_pretrain(tiny(**CFG), {"data": [tok]}, out, hooks=kill_at(6))
     # another config: the checkpoints belong to another run id and are discarded
     with pytest.raises(Killed):
-        run_pretrain(tiny(**CFG, lr=2e-3), {"data": [tok]}, out, on_step=kill_at(1))
+        run_pretrain(tiny(**CFG, optim={"lr": 2e-3}), {"data": [tok]}, out, hooks=kill_at(1))
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [0]
     assert sorted(rows(out)) == [1]
     # the same config again, with force: starts from step 0 despite its own step-5 checkpoint
     with pytest.raises(Killed):
-        run_pretrain(tiny(**CFG, lr=2e-3), {"data": [tok]}, out, on_step=kill_at(6))
+        run_pretrain(tiny(**CFG, optim={"lr": 2e-3}), {"data": [tok]}, out, hooks=kill_at(6))
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [0, 5]
-    m = run_pretrain(tiny(**CFG, lr=2e-3), {"data": [tok]}, out, force=True)
+    m = run_pretrain(tiny(**CFG, optim={"lr": 2e-3}), {"data": [tok]}, out, force=True)
     assert m.metrics["resumed_from_step"] is None and m.metrics["steps"] == 16

@@ -15,7 +15,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain_run")
     tok = make_tokens(root / "tok")
     out = root / "pt"
-    m = run_pretrain(tiny(max_steps=40, checkpoint_every=20), {"data": [tok]}, out)
+    m = run_pretrain(tiny(max_steps=40, checkpoint={"every": 20}), {"data": [tok]}, out)
     return tok, out, m
 
 
@@ -72,7 +72,7 @@ def test_model_folder_loads_offline_and_generates(trained):
 def test_second_run_is_skipped_and_a_changed_config_is_not(trained, tmp_path):
     tok, out, m = trained
     before = (out / "manifest.json").read_text()
-    again = run_pretrain(tiny(max_steps=40, checkpoint_every=20), {"data": [tok]}, out)
+    again = run_pretrain(tiny(max_steps=40, checkpoint={"every": 20}), {"data": [tok]}, out)
     assert again.id == m.id and (out / "manifest.json").read_text() == before
     with pytest.raises(ManifestError):
         run_pretrain(tiny(), {"data": [tmp_path / "nowhere"]}, tmp_path / "x")

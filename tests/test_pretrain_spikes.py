@@ -7,9 +7,10 @@ import math
 import pytest
 
 from gristmill.errors import GristmillError
-from gristmill.pretrain.spikes import SpikeDetector, SpikeError, SpikeSettings
+from gristmill.pretrain.config import SpikeConfig
+from gristmill.pretrain.spikes import SpikeDetector, SpikeError
 
-S = SpikeSettings(window=5, z=4.0, min_std=0.01, k=3, m=10, lr_factor=0.5, lr_steps=20, max_rollbacks=2)
+S = SpikeConfig(window=5, z=4.0, min_std=0.01, k=3, m=10, lr_factor=0.5, lr_steps=20, max_rollbacks=2)
 
 
 def warm(d: SpikeDetector, n: int = 5, start: int = 1) -> int:
@@ -104,7 +105,7 @@ def test_state_round_trips_through_json():
 
 
 def test_warmup_steps_are_not_judged_and_do_not_fill_the_window():
-    d = SpikeDetector(SpikeSettings(window=3, z=4.0, after_step=10))
+    d = SpikeDetector(SpikeConfig(window=3, z=4.0), after_step=10)
     assert [d.observe(s, 50.0 if s == 5 else 2.0, 1.0).action for s in range(1, 11)] == ["ok"] * 10
     assert d.losses == []  # the window starts filling after warmup
     assert d.observe(3, float("nan"), 1.0).action == "rollback"  # non-finite is judged even in warmup

@@ -9,7 +9,8 @@ import pytest
 
 from gristmill.config import to_dict
 from gristmill.manifests import RAW, begin_stage, output_record, read_manifest, sha256_file, write_manifest
-from gristmill.runs import Role, RunError, StageSpec, execute, format_plan, plan
+from gristmill.runs import RunError, execute, format_plan, plan
+from gristmill.stages import Role, StageSpec
 
 CALLS: list[str] = []
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +27,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from gristmill.config import build
+from gristmill.manifests import atomic_folder
 from gristmill.curate.config import CurateConfig
 from gristmill.curate.ledger import TASK_FIELDS, LedgerWriter, empty_row
 from gristmill.curate.readers import TaskUnit, read_unit
@@ -334,12 +334,16 @@ class TaskWriter(_Block):
         self.keep_extracted = keep_extracted
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        # a fixed temporary name: the reader block writes its record count into it; cleared first
+        # of what a killed earlier attempt left, renamed into place only when every row is written
+        with atomic_folder(task_dir(self.work_dir, rank), tmp=task_tmp_dir(self.work_dir, rank)) as tmp:
+            self._write_task(tmp, data, rank)
+        return
+        yield  # a generator that yields nothing: datatrove drains it
+
+    def _write_task(self, tmp: Path, data: DocumentsPipeline, rank: int) -> None:
         import orjson
 
-        tmp, final = task_tmp_dir(self.work_dir, rank), task_dir(self.work_dir, rank)
-        if tmp.exists():
-            shutil.rmtree(tmp)  # what a killed earlier attempt left
-        tmp.mkdir(parents=True)
         rows = pending = 0
         sig_dtype, num_perm = None, 0
         extracted = open(tmp / "extracted.jsonl", "wb") if self.keep_extracted else None
@@ -369,11 +373,6 @@ class TaskWriter(_Block):
         info = {"rank": rank, "records": rows, "records_read": read, "pending": pending,
                 "signature_dtype": sig_dtype, "num_perm": num_perm}
         (tmp / "task.json").write_text(json.dumps(info))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return
-        yield  # a generator that yields nothing: datatrove drains it
 
 
 def per_task_pipeline(config: dict, units: list[TaskUnit], work_dir: str, models: dict[str, str | None],

@@ -1,8 +1,9 @@
-"""Atomic file writes (temporary name, fsync, rename) and canonical JSON."""
+"""Atomic file and folder writes (temporary name, fsync, rename) and canonical JSON."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +72,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+@contextmanager
+def atomic_folder(folder: str | Path, *, tmp: str | Path | None = None) -> Iterator[Path]:
+    """Build a folder under a hidden temporary name; on success fsync every file and rename it into place.
+
+    A crash leaves the old folder (or none), never half a new one; an existing `folder` is replaced.
+    `tmp`: a fixed temporary path (cleared first), for writers that other steps fill by name;
+    default a fresh hidden sibling. The temporary folder is removed when the body raises.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if tmp is None:
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        os.chmod(work, 0o777 & ~_UMASK)  # mkdtemp makes it private (0700); the folder is meant to be shared
+    else:
+        work = Path(tmp)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    try:
+        yield work
+        for f in sorted(work.rglob("*")):
+            fsync_path(f)
+        fsync_path(work)
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        os.replace(work, folder)
+        fsync_path(folder.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from gristmill.manifests.io import fsync_path
+from gristmill.manifests.io import atomic_folder
 
 PREFIX = "step-"
 
@@ -140,26 +140,16 @@ def save_checkpoint(root: Path, step: int, *, model: dict[str, torch.Tensor], op
                     state: dict[str, Any], rng: list[dict[str, Any]], keep: int) -> Path:
     """Write checkpoints/step-<step>/ atomically and delete all but the newest `keep`."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = root / f".{checkpoint_name(step)}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model_t, aliases = _dedupe(model)  # before .cpu(): a copy per name would hide the sharing
-    save_file({k: v.cpu() for k, v in model_t.items()}, tmp / "model.safetensors")
-    opt_t, opt_meta = _optimizer_to_files(optimizer)
-    save_file({k: v.cpu() for k, v in opt_t.items()}, tmp / "optimizer.safetensors")
-    rng_t, rng_meta = _rng_to_files(rng)
-    save_file(rng_t, tmp / "rng.safetensors")
-    doc = {"step": step, **state, "model_aliases": aliases, "optimizer": opt_meta, "rng": rng_meta}
-    (tmp / "state.json").write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
-    for f in tmp.iterdir():
-        fsync_path(f)
-    fsync_path(tmp)
-    if final.exists():  # the same step saved again (e.g. after a rollback): replace it
-        shutil.rmtree(final)
-    tmp.rename(final)
-    fsync_path(root)
+    with atomic_folder(final) as tmp:  # the same step saved again (after a rollback) replaces the old one
+        model_t, aliases = _dedupe(model)  # before .cpu(): a copy per name would hide the sharing
+        save_file({k: v.cpu() for k, v in model_t.items()}, tmp / "model.safetensors")
+        opt_t, opt_meta = _optimizer_to_files(optimizer)
+        save_file({k: v.cpu() for k, v in opt_t.items()}, tmp / "optimizer.safetensors")
+        rng_t, rng_meta = _rng_to_files(rng)
+        save_file(rng_t, tmp / "rng.safetensors")
+        doc = {"step": step, **state, "model_aliases": aliases, "optimizer": opt_meta, "rng": rng_meta}
+        (tmp / "state.json").write_text(json.dumps(doc, allow_nan=False) + "\n", encoding="utf-8")
     for _, old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -178,6 +168,23 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
             except ValueError:
                 continue
     return sorted(out)
+
+
+def run_checkpoints(root: Path, run_id: str) -> list[Path]:
+    """This run's complete checkpoints, oldest first (a folder can hold another run's: config or inputs changed)."""
+    return [p for _, p in list_checkpoints(root) if read_state(p).get("run_id") == run_id]
+
+
+def discard_other_runs(out_dir: Path, run_id: str, *, force: bool = False) -> None:
+    """Delete out_dir/checkpoints of other runs (config or inputs changed), or all of them with `force`;
+    with no checkpoint left, the metrics log of the abandoned run goes too."""
+    root = Path(out_dir) / "checkpoints"
+    keep = set() if force else set(run_checkpoints(root, run_id))
+    for _, p in list_checkpoints(root):
+        if p not in keep:
+            shutil.rmtree(p)
+    if not list_checkpoints(root):
+        (Path(out_dir) / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def read_state(path: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""PretrainConfig: every knob of the pretrain stage, with defaults, and the model size presets."""
+"""PretrainConfig, the model size presets, and the optim / spike / checkpoint sections every training stage reuses."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 # Model shapes (Llama: RMSNorm, RoPE, SwiGLU). Parameter counts are for the transformer blocks
@@ -15,6 +15,95 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "124m": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 2048},
 }
 SHAPE_FIELDS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW on a warmup-cosine schedule, with gradient clipping: `[<stage>.optim]` of every training stage."""
+
+    #: peak learning rate, reached at the end of warmup
+    lr: float = 1e-3
+    #: the cosine decays to lr * min_lr_ratio at the last step
+    min_lr_ratio: float = 0.1
+    #: steps of linear warmup from ~0 to lr
+    warmup_steps: int = 100
+    #: AdamW decoupled weight decay, applied to >=2-D weights only (not norms or biases)
+    weight_decay: float = 0.1
+    #: AdamW beta1
+    beta1: float = 0.9
+    #: AdamW beta2
+    beta2: float = 0.95
+    #: clip the global gradient norm to this value; 0 = measure but do not clip
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _need(self.lr > 0, f"optim.lr={self.lr} must be positive (e.g. 1e-3)")
+        _need(0.0 <= self.min_lr_ratio <= 1.0, f"optim.min_lr_ratio={self.min_lr_ratio} must be within [0, 1]")
+        _need(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} is negative; use 0 or more")
+        _need(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} is negative; use 0 or more")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            _need(0.0 <= v < 1.0, f"optim.{name}={v} must be within [0, 1) (e.g. 0.9 and 0.95)")
+        _need(self.clip >= 0, f"optim.clip={self.clip} is negative; use 0 (no clipping) or e.g. 1.0")
+
+
+@dataclass(kw_only=True)
+class SpikeConfig:
+    """Loss-spike detection and the skip -> rollback -> stop ladder: `[<stage>.spike]`. Judging starts after warmup."""
+
+    #: accepted steps in the rolling mean/std of loss and grad norm; no z-score until it is full
+    window: int = 32
+    #: a loss or grad norm more than this many standard deviations above the rolling mean is a spike
+    z: float = 6.0
+    #: floor on the loss's rolling std, as a fraction of its mean, so a flat window does not turn noise into spikes
+    min_std: float = 0.02
+    #: the same floor for the gradient norm (noisier: clipping absorbs moderate jumps)
+    min_std_grad: float = 0.25
+    #: this many spikes ...
+    k: int = 3
+    #: ... within this many steps trigger a rollback instead of a skipped update
+    m: int = 50
+    #: after a rollback, skip the spike's data plus this many more global batches
+    margin_steps: int = 1
+    #: after a rollback, multiply the LR by this for lr_steps steps; 1.0 = leave the LR alone
+    lr_factor: float = 0.5
+    #: steps the lowered LR lasts after a rollback
+    lr_steps: int = 100
+    #: stop with an error after this many rollbacks
+    max_rollbacks: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("window", "k", "m"):
+            v = getattr(self, name)
+            _need(v >= 1, f"spike.{name}={v} must be at least 1")
+        for name in ("margin_steps", "lr_steps", "max_rollbacks"):
+            v = getattr(self, name)
+            _need(v >= 0, f"spike.{name}={v} is negative; use 0 or more")
+        _need(self.z > 0, f"spike.z={self.z} must be positive (e.g. 6.0)")
+        _need(self.min_std >= 0, f"spike.min_std={self.min_std} is negative; use 0 or e.g. 0.02")
+        _need(self.min_std_grad >= 0, f"spike.min_std_grad={self.min_std_grad} is negative; use 0 or e.g. 0.25")
+        _need(0.0 < self.lr_factor <= 1.0, f"spike.lr_factor={self.lr_factor} must be within (0, 1]; 1.0 leaves the LR alone")
+        _need(self.k <= self.m, f"spike.k={self.k} spikes cannot fit in spike.m={self.m} steps; raise spike.m")
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    """How often training state is saved (also the rollback targets): `[<stage>.checkpoint]`."""
+
+    #: save a checkpoint every this many steps (and at the end)
+    every: int = 200
+    #: keep this many newest checkpoints in out_dir/checkpoints
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("every", "keep"):
+            v = getattr(self, name)
+            _need(v >= 1, f"checkpoint.{name}={v} must be at least 1")
 
 
 @dataclass(kw_only=True)
@@ -44,36 +133,24 @@ class PretrainConfig:
     grad_accum: int = 1
     #: tokens per training window (the model also sees the next token as the last target)
     seq_len: int = 256
-
-    # --- optimisation ------------------------------------------------------------------------
-    #: peak learning rate, reached at the end of warmup
-    lr: float = 1e-3
-    #: the cosine decays to lr * min_lr_ratio at max_steps
-    min_lr_ratio: float = 0.1
-    #: steps of linear warmup from ~0 to lr
-    warmup_steps: int = 100
-    #: AdamW decoupled weight decay, applied to >=2-D weights only (not norms or biases)
-    weight_decay: float = 0.1
-    #: AdamW beta1
-    beta1: float = 0.9
-    #: AdamW beta2
-    beta2: float = 0.95
-    #: clip the global gradient norm to this value; 0 = measure but do not clip
-    clip: float = 1.0
     #: base seed: model init and the data order derive from it
     seed: int = 0
 
-    # --- evaluation, logging, checkpoints ------------------------------------------------------
+    # --- sections shared by every training stage -----------------------------------------------
+    #: AdamW, the warmup-cosine LR and clipping
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    #: loss-spike detection and recovery
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
+    #: checkpoint interval and retention
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    # --- evaluation, logging -------------------------------------------------------------------
     #: evaluate validation loss every this many steps (and always at the end); 0 = only at the end
     eval_every: int = 250
     #: size of the fixed validation set, in global batches of windows (the same set whatever the process count)
     eval_batches: int = 4
     #: write a row to metrics.jsonl every this many steps
     log_every: int = 1
-    #: save a checkpoint every this many steps (and at the end); also the rollback targets
-    checkpoint_every: int = 200
-    #: keep this many newest checkpoints in out_dir/checkpoints
-    keep_checkpoints: int = 2
 
     # --- hardware ------------------------------------------------------------------------------
     #: where to train: auto = CUDA when available (the local rank's GPU under torchrun), else CPU
@@ -87,81 +164,25 @@ class PretrainConfig:
     #: peak dense bf16 TFLOP/s of one device, for MFU; 0 = guess from the GPU name
     peak_tflops: float = 0.0
 
-    # --- loss-spike handling -------------------------------------------------------------------
-    #: steps in the rolling mean/std of loss and grad norm; detection starts once it is full after warmup
-    spike_window: int = 32
-    #: a loss or grad norm more than this many standard deviations above the rolling mean is a spike
-    spike_z: float = 6.0
-    #: floor on the loss's rolling std, as a fraction of its mean, so a flat window does not turn noise into spikes
-    spike_min_std: float = 0.02
-    #: the same floor for the gradient norm (noisier: clipping absorbs moderate jumps)
-    spike_min_std_grad: float = 0.25
-    #: this many spikes ...
-    spike_k: int = 3
-    #: ... within this many steps trigger a rollback instead of a skipped update
-    spike_m: int = 50
-    #: after a rollback, skip the spike's data plus this many more global batches
-    spike_margin_steps: int = 1
-    #: after a rollback, multiply the LR by this for spike_lr_steps steps; 1.0 = leave the LR alone
-    spike_lr_factor: float = 0.5
-    #: steps the lowered LR lasts after a rollback
-    spike_lr_steps: int = 100
-    #: stop with an error after this many rollbacks
-    max_rollbacks: int = 5
-
-    # --- test hooks (fault injection; leave unset in real runs) ---------------------------------
-    #: TEST HOOK: make the loss NaN at this step (before backward)
-    test_nan_at_step: int | None = None
-    #: TEST HOOK: replace this step's batch with uniformly random tokens
-    test_garbage_at_step: int | None = None
-    #: TEST HOOK: multiply the LR by this from test_garbage_at_step on, for test_lr_spike_steps steps
-    test_lr_spike: float = 1.0
-    #: TEST HOOK: how many steps the LR spike lasts
-    test_lr_spike_steps: int = 0
-    #: TEST HOOK: re-inject the faults after every rollback (default: only until the first rollback)
-    test_fault_repeat: bool = False
-
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(msg)
-
-        for name in ("max_steps", "batch_size", "grad_accum", "seq_len", "eval_batches", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "spike_window", "spike_k", "spike_m"):
+        for name in ("max_steps", "batch_size", "grad_accum", "seq_len", "eval_batches", "log_every"):
             v = getattr(self, name)
-            need(v >= 1, f"pretrain.{name}={v} must be at least 1; set --set pretrain.{name}=1 or more")
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "warmup_steps",
-                     "eval_every", "spike_margin_steps", "spike_lr_steps", "max_rollbacks", "test_lr_spike_steps"):
+            _need(v >= 1, f"pretrain.{name}={v} must be at least 1; set --set pretrain.{name}=1 or more")
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "eval_every"):
             v = getattr(self, name)
-            need(v >= 0, f"pretrain.{name}={v} is negative; use 0 or more")
-        need(self.warmup_steps <= self.max_steps,
-             f"pretrain.warmup_steps={self.warmup_steps} exceeds pretrain.max_steps={self.max_steps}; "
-             f"lower warmup_steps (e.g. --set pretrain.warmup_steps={max(0, self.max_steps // 10)})")
-        need(self.lr > 0, f"pretrain.lr={self.lr} must be positive (e.g. 1e-3)")
-        need(0.0 <= self.min_lr_ratio <= 1.0, f"pretrain.min_lr_ratio={self.min_lr_ratio} must be within [0, 1] (default 0.1)")
-        need(self.weight_decay >= 0, f"pretrain.weight_decay={self.weight_decay} is negative; use 0 or more")
-        for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            need(0.0 <= v < 1.0, f"pretrain.{name}={v} must be within [0, 1) (defaults 0.9 and 0.95)")
-        need(self.clip >= 0, f"pretrain.clip={self.clip} is negative; use 0 (no clipping) or e.g. 1.0")
-        need(self.spike_z > 0, f"pretrain.spike_z={self.spike_z} must be positive (e.g. 6.0)")
-        need(self.spike_min_std >= 0, f"pretrain.spike_min_std={self.spike_min_std} is negative; use 0 or e.g. 0.02")
-        need(self.spike_min_std_grad >= 0,
-             f"pretrain.spike_min_std_grad={self.spike_min_std_grad} is negative; use 0 or e.g. 0.25")
-        need(0.0 < self.spike_lr_factor <= 1.0,
-             f"pretrain.spike_lr_factor={self.spike_lr_factor} must be within (0, 1]; 1.0 leaves the LR alone")
-        need(self.spike_k <= self.spike_m,
-             f"pretrain.spike_k={self.spike_k} spikes cannot fit in pretrain.spike_m={self.spike_m} steps; raise spike_m")
-        need(self.peak_tflops >= 0, f"pretrain.peak_tflops={self.peak_tflops} is negative; 0 = guess from the GPU")
-        need(self.test_lr_spike > 0, f"pretrain.test_lr_spike={self.test_lr_spike} must be positive")
+            _need(v >= 0, f"pretrain.{name}={v} is negative; use 0 or more")
+        _need(self.optim.warmup_steps <= self.max_steps,
+             f"pretrain.optim.warmup_steps={self.optim.warmup_steps} exceeds pretrain.max_steps={self.max_steps}; "
+             f"lower it (e.g. --set pretrain.optim.warmup_steps={max(0, self.max_steps // 10)})")
+        _need(self.peak_tflops >= 0, f"pretrain.peak_tflops={self.peak_tflops} is negative; 0 = guess from the GPU")
         shape = self.model_shape()
-        need(shape["hidden_size"] % shape["num_heads"] == 0,
+        _need(shape["hidden_size"] % shape["num_heads"] == 0,
              f"pretrain.hidden_size={shape['hidden_size']} does not divide by pretrain.num_heads={shape['num_heads']}; "
              "choose a head count that divides it")
-        need(shape["num_heads"] % shape["num_kv_heads"] == 0,
+        _need(shape["num_heads"] % shape["num_kv_heads"] == 0,
              f"pretrain.num_heads={shape['num_heads']} does not divide by pretrain.num_kv_heads={shape['num_kv_heads']}; "
              "set num_kv_heads to a divisor of num_heads")
-        need((shape["hidden_size"] // shape["num_heads"]) % 2 == 0,
+        _need((shape["hidden_size"] // shape["num_heads"]) % 2 == 0,
              f"head size {shape['hidden_size'] // shape['num_heads']} (hidden_size / num_heads) must be even for RoPE")
 
     def model_shape(self) -> dict[str, int]:

@@ -18,10 +18,12 @@ _PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200"
                      ("A10", 125.0), ("L4", 121.0), ("4090", 165.0), ("3090", 71.0), ("V100", 125.0), ("T4", 65.0))
 
 
-def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over a (B, T+1) window batch: inputs tokens[:, :-1], targets tokens[:, 1:]."""
+def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed next-token cross-entropy, number of targets) over a (B, T+1) window batch:
+    inputs tokens[:, :-1], targets tokens[:, 1:]."""
     logits = model(input_ids=tokens[:, :-1], use_cache=False).logits  # (B, T, V)
-    return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+    targets = tokens[:, 1:]
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum"), targets.numel()
 
 
 def autocast_for(device: torch.device, dtype: str) -> ContextManager:
@@ -39,9 +41,8 @@ def validation_loss(model: torch.nn.Module, batches: list[np.ndarray], par: Para
     for b in batches:
         x = torch.from_numpy(b).to(par.device)
         with autocast_for(par.device, dtype):
-            loss = causal_lm_loss(model, x)
-        n = x.shape[0] * (x.shape[1] - 1)
-        total += torch.stack([loss.double() * n, torch.tensor(float(n), dtype=torch.float64, device=par.device)])
+            loss_sum, n = causal_lm_loss(model, x)
+        total += torch.stack([loss_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=par.device)])
     model.train(was_training)
     total = parallel.sum_across(par, total)
     s, n = total.tolist()

@@ -1,12 +1,13 @@
 """The model: a transformers LlamaForCausalLM built from a size preset, its parameter counts, and the HF folder it is saved as."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from gristmill.manifests import atomic_folder
 from gristmill.pretrain.config import PretrainConfig
+from gristmill.tokenize.train import TOKENIZER_FILES
 
 
 def padded_vocab(vocab_size: int, multiple: int = 64) -> int:
@@ -70,27 +71,13 @@ def save_hf_folder(model: Any, folder: Path, *, tokenizer_dir: Path | None = Non
     from transformers import GenerationConfig
 
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.generation_config = GenerationConfig(bos_token_id=model.config.bos_token_id,
                                                eos_token_id=model.config.eos_token_id,
                                                pad_token_id=model.config.pad_token_id)
-    model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-    if tokenizer_dir is not None:
-        for f in sorted(Path(tokenizer_dir).iterdir()):
-            if f.is_file() and not f.name.startswith("."):
-                shutil.copy2(f, tmp / f.name)
-    for f in tmp.rglob("*"):  # durable before the rename makes the folder visible
-        if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        if tokenizer_dir is not None:
+            for f in sorted(Path(tokenizer_dir).iterdir()):
+                if f.is_file() and not f.name.startswith(".") and f.name in TOKENIZER_FILES:
+                    shutil.copy2(f, tmp / f.name)
     return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())

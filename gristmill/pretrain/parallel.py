@@ -171,20 +171,26 @@ def full_model_state(par: Parallel, model: torch.nn.Module) -> dict:
 
 
 def load_state(par: Parallel, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict,
-               optimizer_sd: dict) -> None:
-    """Load full (unsharded) state dicts; an empty optimizer state resets the optimizer to untouched."""
+               optimizer_sd: dict, *, strict: bool = True) -> None:
+    """Load full (unsharded) state dicts; an empty optimizer state resets the optimizer to untouched.
+
+    strict=False: `model_sd` holds the trainable parameters only (frozen ones stay as loaded)."""
     if not optimizer_sd["state"]:
         optimizer.state.clear()
     if par.fsdp:
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                              set_optimizer_state_dict)
 
-        opts = StateDictOptions(full_state_dict=True)
+        opts = StateDictOptions(full_state_dict=True, strict=strict)
         set_model_state_dict(model, model_sd, options=opts)
         if optimizer_sd["state"]:
             set_optimizer_state_dict(model, optimizer, optimizer_sd, options=opts)
         return
-    model.load_state_dict(model_sd)
+    result = model.load_state_dict(model_sd, strict=strict)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if not strict and (result.unexpected_keys or trainable & set(result.missing_keys)):
+        raise RuntimeError(f"checkpoint does not fit the model: unexpected {result.unexpected_keys[:5]}, "
+                           f"missing trainable {sorted(trainable & set(result.missing_keys))[:5]}")
     if optimizer_sd["state"]:
         optimizer.load_state_dict(optimizer_sd)
 

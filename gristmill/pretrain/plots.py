@@ -24,8 +24,10 @@ def read_rows(path: Path, *, abandoned: list[dict[str, Any]] | None = None) -> l
 
 
 def plot_training(rows: list[dict[str, Any]], events: list[dict[str, Any]], path: Path, *, title: str = "",
-                  abandoned: list[dict[str, Any]] | None = None) -> None:
-    """Three panels sharing the step axis; `abandoned` rows (replaced after a rollback) are drawn faintly."""
+                  abandoned: list[dict[str, Any]] | None = None, eval_key: str = "val_loss",
+                  loss_unit: str = "nats/token") -> None:
+    """Three panels sharing the step axis; `abandoned` rows (replaced after a rollback) are drawn faintly;
+    `eval_key` names the held-out loss in the rows (val_loss, eval_loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,9 +44,9 @@ def plot_training(rows: list[dict[str, Any]], events: list[dict[str, Any]], path
             ax.plot(*series(key, abandoned), ".", ms=4, color="0.6",
                     label="rolled back" if ax is ax_loss else None)
     ax_loss.plot(*series("loss"), lw=1, color="tab:blue", label="train loss")
-    vx, vy = series("val_loss")
+    vx, vy = series(eval_key)
     if vx:
-        ax_loss.plot(vx, vy, "o-", ms=4, color="tab:green", label="val loss")
+        ax_loss.plot(vx, vy, "o-", ms=4, color="tab:green", label=eval_key.replace("_", " "))
     ax_lr.plot(*series("lr"), lw=1, color="tab:purple")
     ax_gn.plot(*series("grad_norm"), lw=1, color="tab:gray")
     if any(v > 0 for v in series("grad_norm")[1]):
@@ -58,7 +60,7 @@ def plot_training(rows: list[dict[str, Any]], events: list[dict[str, Any]], path
         marked.add(kind)
         for ax in (ax_loss, ax_lr, ax_gn):
             ax.axvline(e["step"], color=color, ls=style, lw=1, label=label if ax is ax_loss else None)
-    ax_loss.set_ylabel("loss (nats/token)")
+    ax_loss.set_ylabel(f"loss ({loss_unit})")
     ax_lr.set_ylabel("learning rate")
     ax_gn.set_ylabel("grad norm\n(before clip)")
     ax_gn.set_xlabel("optimizer step")

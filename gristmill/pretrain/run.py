@@ -1,9 +1,8 @@
 """run_pretrain: the stage contract around the loop (inputs, resume, model folder, plot, report, manifest)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gristmill.config import to_dict
 from gristmill.manifests import (Manifest, atomic_write_text, begin_stage, output_record, read_manifest,
@@ -14,28 +13,29 @@ from gristmill.stages import spec
 
 
 def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
-                 on_step: Callable[[int], None] | None = None) -> Manifest:
+                 hooks: Any = None) -> Manifest:
     """Train a base model on the tokenize folder `inputs["data"][0]`; write it to `out_dir`.
 
     Resumes from out_dir/checkpoints when they belong to this run (same config and inputs);
     `force` starts clean. Under torchrun every rank calls this; rank 0 writes the files.
-    `on_step(step)` is called after each optimizer step (tests use it to stop a run midway).
+    `hooks` (a `loop.Hooks`) is the tests' injection point: faults, a kill after some step.
     """
     from gristmill.pretrain import parallel
 
     par = parallel.setup(config.device)
     try:
-        return _run(config, inputs, Path(out_dir), force=force, on_step=on_step, par=par)
+        return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
     finally:
         parallel.teardown(par)
 
 
 def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool,
-         on_step: Callable[[int], None] | None, par: Any) -> Manifest:
+         hooks: Any, par: Any) -> Manifest:
     from gristmill.pretrain import parallel
-    from gristmill.pretrain.checkpoint import list_checkpoints, read_state
+    from gristmill.pretrain.checkpoint import discard_other_runs
     from gristmill.pretrain.data import TokenWindows, TrainBatches, val_batches
-    from gristmill.pretrain.evaluate import describe, flops_per_token, peak_flops, perplexity
+    from gristmill.pretrain.evaluate import (causal_lm_loss, describe, flops_per_token, peak_flops, perplexity,
+                                             validation_loss)
     from gristmill.pretrain.loop import train
     from gristmill.pretrain.model import build_model, count_params, llama_config, save_hf_folder
     from gristmill.pretrain.plots import plot_training, read_rows
@@ -51,15 +51,7 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
         return start.done
     m = start.manifest
 
-    ckpt_dir = out / "checkpoints"
-
-    def clear_leftovers() -> None:  # checkpoints of another run (config or inputs changed), or all under --force
-        for _, p in list_checkpoints(ckpt_dir):
-            if force or read_state(p).get("run_id") != m.id:
-                shutil.rmtree(p)
-        if not list_checkpoints(ckpt_dir):
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-    parallel.on_main(par, clear_leftovers)
+    parallel.on_main(par, lambda: discard_other_runs(out, m.id, force=force))
 
     data_dir = Path(inputs["data"][0])
     tok_manifest = read_manifest(data_dir)
@@ -79,9 +71,9 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     if par.main and not val:
         print(f"pretrain: {data_dir} has no validation window of {config.seq_len + 1} tokens; val loss is skipped")
 
-    if par.device.type == "cuda":
-        import torch
+    import torch
 
+    if par.device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for the few fp32 matmuls outside bf16 autocast
     lconf = llama_config(config, vocab_size=train_set.vocab_size, eos_id=train_set.eos_id, pad_id=train_set.pad_id)
     model = build_model(lconf, seed=config.seed)
@@ -96,8 +88,15 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
         print(f"pretrain: {describe(model)}; {counts['params']:,} parameters; {windows.num_windows:,} train windows; "
               f"{data.global_batch * config.seq_len:,} tokens per step on {par.world_size} x {par.device.type}")
 
-    result = train(config, model, forward, par, data, val, out_dir=out, run_id=m.id, vocab_size=train_set.vocab_size,
-                   flops_per_token=fpt, peak_flops=peak_flops(par.device, config.peak_tflops), on_step=on_step)
+    def loss_fn(fwd: Any, windows: Any) -> Any:  # (B, T+1) int64 numpy windows
+        return causal_lm_loss(fwd, torch.from_numpy(windows).to(par.device, non_blocking=True))
+
+    def evaluate() -> dict[str, Any]:
+        return {"val_loss": validation_loss(forward, val, par, config.dtype)}
+
+    result = train(config, model, forward, par, data, loss_fn, out_dir=out, run_id=m.id, stage="pretrain",
+                   evaluate=evaluate if val else None, unit="tokens", flops_per_unit=fpt,
+                   peak_flops=peak_flops(par.device, config.peak_tflops), hooks=hooks)
     st = result.state
 
     # The model folder: under FSDP all ranks gather the full weights, rank 0 writes everything.
@@ -115,9 +114,9 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
                       abandoned=abandoned)
         m.metrics = {
             "final_train_loss": result.final_train_loss,
-            "val_loss": st.val_loss,
-            "val_perplexity": perplexity(st.val_loss),
-            "tokens_seen": st.tokens_seen,
+            "val_loss": st.evals.get("val_loss"),
+            "val_perplexity": perplexity(st.evals.get("val_loss")),
+            "tokens_seen": st.seen,
             "steps": st.step,
             "params": counts["params"],
             "non_embedding_params": counts["non_embedding"],
@@ -130,9 +129,9 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
             "val_tokens_evaluated": sum(b.shape[0] * (b.shape[1] - 1) for b in val) * par.world_size,
             "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
             "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
-            "windows_skipped": sum(e["skipped_windows"][1] - e["skipped_windows"][0] for e in st.events
+            "windows_skipped": sum(e["skipped"][1] - e["skipped"][0] for e in st.events
                                    if e["action"] == "rollback"),
-            "tokens_per_s": result.tokens_per_s,
+            "tokens_per_s": result.units_per_s,
             "mfu": result.mfu,
             "flops_per_token": fpt,
             "resumed_from_step": result.resumed_from,
@@ -160,7 +159,7 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 
 
 def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: list[dict[str, Any]]) -> str:
-    mt, c = m.metrics, m.config
+    mt, c, o = m.metrics, m.config, m.config["optim"]
     lines = [
         f"# pretrain {m.id}", "",
         f"Base model: {model_desc}, {mt['params']:,} parameters ({mt['non_embedding_params']:,} without the "
@@ -175,7 +174,7 @@ def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: l
         f"| throughput | {_fmt(mt['tokens_per_s'], ',.0f')} tokens/s on {mt['world_size']} x {mt['device']} "
         f"({mt['dtype']}, {mt['parallel']}) |",
         f"| MFU | {'n/a (no GPU peak known)' if mt['mfu'] is None else format(mt['mfu'] * 100, '.1f') + ' %'} |",
-        f"| LR | peak {c['lr']:g}, warmup {c['warmup_steps']} steps, cosine to {c['lr'] * c['min_lr_ratio']:g} |",
+        f"| LR | peak {o['lr']:g}, warmup {o['warmup_steps']} steps, cosine to {o['lr'] * o['min_lr_ratio']:g} |",
         f"| spikes skipped / rollbacks | {mt['spikes_skipped']} / {mt['rollbacks']} "
         f"({mt['windows_skipped']:,} windows skipped) |", "",
         "![loss, learning rate and gradient norm](training.png)", "",
@@ -183,7 +182,7 @@ def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: l
     if m.events:
         lines += ["## Spike events", "", "| step | action | reason | detail |", "| --- | --- | --- | --- |"]
         for e in m.events:
-            detail = (f"back to step {e['to_step']}, windows {e['skipped_windows'][0]}..{e['skipped_windows'][1]} "
+            detail = (f"back to step {e['to_step']}, windows {e['skipped'][0]}..{e['skipped'][1]} "
                       f"skipped, LR x{e['lr_factor']:g} until step {e['lr_factor_until_step']}"
                       if e["action"] == "rollback" else "")
             lines.append(f"| {e['step']} | {e['action']} | {e['reason']} | {detail} |")

@@ -6,32 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gristmill.pretrain import PretrainError
+from gristmill.pretrain.config import SpikeConfig
 
 
 class SpikeError(PretrainError):
     """Training kept spiking after pretrain.max_rollbacks rollbacks; the run stops."""
-
-
-@dataclass(frozen=True)
-class SpikeSettings:
-    window: int = 32  # accepted steps in the rolling mean/std; no z-score until full
-    z: float = 6.0  # spike when (x - mean) / std exceeds this, for loss or grad norm
-    min_std: float = 0.02  # loss std floor as a fraction of its mean
-    min_std_grad: float = 0.25  # grad-norm std floor as a fraction of its mean (grad norms are heavy-tailed)
-    after_step: int = 0  # steps up to this one (the LR warmup) are not judged and do not fill the window
-    k: int = 3  # k spikes ...
-    m: int = 50  # ... within m steps -> rollback
-    margin_steps: int = 1  # extra global batches skipped after a rollback
-    lr_factor: float = 0.5  # LR multiplier after a rollback ...
-    lr_steps: int = 100  # ... for this many steps
-    max_rollbacks: int = 5
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "SpikeSettings":
-        return cls(window=cfg.spike_window, z=cfg.spike_z, min_std=cfg.spike_min_std,
-                   min_std_grad=cfg.spike_min_std_grad, after_step=cfg.warmup_steps, k=cfg.spike_k, m=cfg.spike_m,
-                   margin_steps=cfg.spike_margin_steps, lr_factor=cfg.spike_lr_factor, lr_steps=cfg.spike_lr_steps,
-                   max_rollbacks=cfg.max_rollbacks)
 
 
 Action = Literal["ok", "skip", "rollback", "stop"]
@@ -61,8 +40,9 @@ class SpikeDetector:
     within `m` steps, asks for a rollback; a rollback beyond `max_rollbacks` says stop.
     """
 
-    def __init__(self, settings: SpikeSettings):
+    def __init__(self, settings: SpikeConfig, *, after_step: int = 0):
         self.s = settings
+        self.after_step = after_step  # steps up to this one (the LR warmup) are not judged and do not fill the window
         self.losses: list[float] = []  # last `window` accepted losses
         self.grad_norms: list[float] = []  # and their grad norms (before clipping)
         self.spike_steps: list[int] = []  # steps of spikes since the last rollback, newest last
@@ -75,7 +55,7 @@ class SpikeDetector:
         if nonfinite:
             z_loss = z_grad = None
             reason = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'}"
-        elif step <= s.after_step:  # warmup: the LR ramp moves both signals on purpose
+        elif step <= self.after_step:  # warmup: the LR ramp moves both signals on purpose
             return Verdict("ok", "", None, None)
         else:
             warm = len(self.losses) >= s.window

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from gristmill.manifests import MANIFEST_NAME, read_manifest
+from gristmill.manifests import MANIFEST_NAME, atomic_folder, read_manifest
 from gristmill.tokenize import TokenizeError
 
 if TYPE_CHECKING:
@@ -184,21 +182,6 @@ def _patch_config(folder: Path, **changes: object) -> None:
 
 
 def _atomic_folder(folder: Path, write) -> None:
-    """Fill a hidden temporary folder with `write(tmp)`, fsync its files, then rename it to `folder`."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the folder is meant to be shared
+    """Fill a hidden temporary folder with `write(tmp)`, then rename it to `folder` (see atomic_folder)."""
+    with atomic_folder(folder) as tmp:
         write(tmp)
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
