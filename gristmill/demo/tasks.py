@@ -273,10 +273,11 @@ def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
 
 
 def sft_record(item: dict, rng: random.Random) -> dict:
+    """An instruction and a good response, with the task and answer so that SFT can check its generations."""
+    check = {"task": item["task"], "answer": item["answer"]}
     if item["task"] == "reverse" and rng.random() < 0.3:
-        return {"instruction": REVERSE_WITH_INPUT, "input": item["word"],
-                "response": good_response(item, rng)}
-    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng)}
+        return {"instruction": REVERSE_WITH_INPUT, "input": item["word"], "response": good_response(item, rng)} | check
+    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng)} | check
 
 
 def preference_record(item: dict, rng: random.Random) -> dict:

@@ -1,0 +1,36 @@
+"""Greedy generation for checks and report samples: chat prompts, left-padded batches, the new tokens decoded."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gristmill.align.chat import encode_prompt, pad_id
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], *, max_new_tokens: int, max_length: int,
+             device: torch.device, batch_size: int = 16) -> list[str]:
+    """Greedy completions of chat prompts (message lists ending with a user turn), special tokens dropped.
+
+    Prompts are left-padded so that every row's next token sits at the same position; generation stops
+    at the tokenizer's eos (the end-of-turn token for chat templates that end turns with it)."""
+    was_training = model.training
+    model.eval()
+    pad = pad_id(tokenizer)
+    stop = sorted({t for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+                   if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id})
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [encode_prompt(tokenizer, p, max_length=max_length) for p in prompts[i:i + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for r, e in enumerate(encoded):
+            ids[r, width - len(e):] = torch.tensor(e)
+            mask[r, width - len(e):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             max_new_tokens=max_new_tokens, eos_token_id=stop or None, pad_token_id=pad)
+        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    model.train(was_training)
+    return [s.strip() for s in out]

@@ -1,0 +1,272 @@
+"""run_reward: a Bradley-Terry reward model on preference pairs, initialised from the SFT model, with its length bias measured."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from gristmill.align import AlignError
+from gristmill.align.config import RewardConfig
+from gristmill.align.data import PreferencePair, Skipped, load_preferences, split_eval
+from gristmill.manifests import Manifest, read_manifest
+
+
+def run_reward(config: RewardConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
+               hooks: Any = None) -> Manifest:
+    """Train a one-output sequence classifier from `inputs["model"][0]` (the SFT folder) on `inputs["data"]`.
+
+    Held-out pairs come from `inputs["eval"]` or a stable hash split. Resumes like every training stage.
+    """
+    from gristmill.pretrain import parallel
+
+    par = parallel.setup(config.device)
+    try:
+        return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
+    finally:
+        parallel.teardown(par)
+
+
+@dataclasses.dataclass
+class EncodedPair:
+    chosen: list[int]
+    rejected: list[int]
+    chosen_len: int  # response tokens (the assistant turns), for the length-bias measures
+    rejected_len: int
+    margin: float
+    truncated: bool
+
+
+def encode_pairs(tok: Any, pairs: list[PreferencePair], config: RewardConfig) -> tuple[list[EncodedPair], list[Skipped]]:
+    """Both sides rendered with the chat template (prompt + response), truncated like SFT examples."""
+    from gristmill.align.chat import IGNORE, EmptyMaskError, encode_chat
+
+    out, skipped = [], []
+    for p in pairs:
+        try:
+            c = encode_chat(tok, p.prompt + p.chosen, max_length=config.max_length, where=f"{p.source} (chosen)")
+            r = encode_chat(tok, p.prompt + p.rejected, max_length=config.max_length, where=f"{p.source} (rejected)")
+        except EmptyMaskError as e:
+            if config.data.on_error != "skip":
+                raise AlignError(f"{e}; --set reward.data.on_error=skip skips such pairs") from None
+            skipped.append(Skipped(source=p.source, reason=str(e)))
+            continue
+        out.append(EncodedPair(chosen=c.input_ids, rejected=r.input_ids,
+                               chosen_len=sum(t != IGNORE for t in c.labels),
+                               rejected_len=sum(t != IGNORE for t in r.labels),
+                               margin=config.margin if p.margin is None else float(p.margin),
+                               truncated=c.truncated or r.truncated))
+    return out, skipped
+
+
+def collate_pairs(pairs: list[EncodedPair], *, pad_id: int, device: Any = None) -> dict[str, Any]:
+    """One (2B, T) right-padded batch: the B chosen sequences, then the B rejected ones, and the margins."""
+    import torch
+
+    seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    batch = {"input_ids": ids, "attention_mask": mask, "margin": margin}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+
+def rewards(forward: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """(r_chosen, r_rejected), each (B,): the score head at each sequence's last non-pad token."""
+    r = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0]
+    n = r.shape[0] // 2
+    return r[:n], r[n:]
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman rank correlation (ties get their average rank); None when either side is constant."""
+    import numpy as np
+
+    def ranks(v: list[float]) -> Any:
+        a = np.asarray(v, dtype=np.float64)
+        order = np.argsort(a, kind="stable")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=np.float64)
+        for val in np.unique(a):  # average the ranks of ties
+            tie = a == val
+            r[tie] = r[tie].mean()
+        return r
+
+    if len(x) < 2:
+        return None
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def pair_metrics(rc: list[float], rr: list[float], pairs: list[EncodedPair]) -> dict[str, Any]:
+    """Held-out accuracy, margins, reward level, and the length bias: Spearman(reward, response length) over
+    every response, and the accuracy on the pairs whose chosen response is the shorter one."""
+    n = len(rc)
+    wins = [c > r for c, r in zip(rc, rr)]
+    shorter = [w for w, p in zip(wins, pairs) if p.chosen_len < p.rejected_len]
+    all_r = rc + rr
+    mean = sum(all_r) / len(all_r)
+    def softplus(x: float) -> float:  # -log sigmoid(-x), without overflow
+        return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+
+    loss = sum(softplus(-(c - r - p.margin)) for c, r, p in zip(rc, rr, pairs)) / n
+    return {"eval_loss": loss, "eval_accuracy": sum(wins) / n,
+            "eval_margin": sum(c - r for c, r in zip(rc, rr)) / n,
+            "reward_mean": mean, "reward_std": math.sqrt(sum((v - mean) ** 2 for v in all_r) / len(all_r)),
+            "length_spearman": spearman(all_r, [float(p.chosen_len) for p in pairs] + [float(p.rejected_len) for p in pairs]),
+            "accuracy_chosen_shorter": sum(shorter) / len(shorter) if shorter else None,
+            "pairs_chosen_shorter": len(shorter)}
+
+
+def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool, hooks: Any,
+         par: Any) -> Manifest:
+    import torch
+
+    from gristmill.align.batches import ItemBatches
+    from gristmill.align.chat import pad_id
+    from gristmill.align.losses import bradley_terry, reward_centering
+    from gristmill.align.models import add_lora, load_reward_model, save_outputs
+    from gristmill.align.stage import check_context, finish, run_metrics, start
+    from gristmill.pretrain import parallel
+    from gristmill.pretrain.loop import train
+    from gristmill.pretrain.model import count_params
+    from gristmill.pretrain.plots import plot_training, read_rows
+
+    s = start("reward", config, inputs, out, force=force, par=par)
+    if s.done:
+        return s.done
+    m, tok = s.manifest, s.tokenizer
+
+    data = load_preferences(inputs["data"], config.data, stage="reward")
+    summary: dict[str, Any] = {"data": data.summary()}
+    if inputs.get("eval"):
+        held = load_preferences(inputs["eval"], config.data, stage="reward")
+        summary["eval_data"] = held.summary()
+        train_pairs, eval_pairs = data.records, held.records
+    else:
+        train_pairs, eval_pairs = split_eval(data.records, config.data.eval_fraction)
+        summary["eval_split"] = {"fraction": config.data.eval_fraction, "train": len(train_pairs),
+                                 "eval": len(eval_pairs)}
+    enc_train, skip_train = encode_pairs(tok, train_pairs, config)
+    enc_eval, skip_eval = encode_pairs(tok, eval_pairs, config)
+    if not enc_train:
+        raise AlignError("reward: no training pair left; add data or lower --set reward.data.eval_fraction")
+    pad = pad_id(tok)
+    batches = ItemBatches(len(enc_train), lambda ids: collate_pairs([enc_train[i] for i in ids], pad_id=pad,
+                                                                     device=par.device),
+                          seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                          rank=par.rank, world_size=par.world_size)
+    per_epoch = batches.steps_per_epoch()
+    max_steps = config.max_steps or config.epochs * per_epoch
+    if config.optim.warmup_steps > max_steps:
+        raise AlignError(f"reward.optim.warmup_steps={config.optim.warmup_steps} exceeds the {max_steps} steps of "
+                         f"this run; lower it (e.g. --set reward.optim.warmup_steps={max_steps // 10})")
+    loop_cfg = dataclasses.replace(config, eval_every=config.eval_every or per_epoch)
+
+    model = load_reward_model(s.model_dir, pad=pad, seed=config.seed)
+    check_context(model, config.max_length, "reward")
+    model.to(par.device)
+    if config.lora.enabled:
+        model = add_lora(model, config.lora, task_type="SEQ_CLS", seed=config.seed)
+    counts = count_params(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    forward = parallel.wrap(model, par, fsdp=False, compile=False)
+
+    def loss_fn(fwd: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+        rc, rr = rewards(fwd, batch)
+        loss = bradley_terry(rc, rr, batch["margin"]).sum()
+        if config.center_coef:
+            loss = loss + config.center_coef * reward_centering(rc, rr).sum()
+        return loss, rc.shape[0]
+
+    @torch.no_grad()
+    def score_eval() -> tuple[list[float], list[float]]:
+        was = model.training
+        model.eval()
+        rc_all: list[float] = []
+        rr_all: list[float] = []
+        for i in range(0, len(enc_eval), config.batch_size):
+            rc, rr = rewards(model, collate_pairs(enc_eval[i:i + config.batch_size], pad_id=pad, device=par.device))
+            rc_all += rc.float().tolist()
+            rr_all += rr.float().tolist()
+        model.train(was)
+        return rc_all, rr_all
+
+    def evaluate() -> dict[str, Any]:
+        rc, rr = score_eval()
+        mt = pair_metrics(rc, rr, enc_eval)
+        return {"eval_loss": mt["eval_loss"], "eval_accuracy": mt["eval_accuracy"], "eval_margin": mt["eval_margin"]}
+
+    if par.main:
+        print(f"reward: {len(enc_train):,} pairs, {len(enc_eval):,} held out; {max_steps:,} steps; {trainable:,} of "
+              f"{counts['params']:,} parameters trained ({'LoRA + score head' if config.lora.enabled else 'full'})")
+    result = train(loop_cfg, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="reward",
+                   max_steps=max_steps, evaluate=evaluate if enc_eval else None, unit="pairs", hooks=hooks)
+    st = result.state
+    final = pair_metrics(*score_eval(), enc_eval) if enc_eval else {}
+
+    def write_outputs() -> None:
+        files = save_outputs(model, out, tokenizer_dir=s.model_dir)
+        abandoned: list[dict[str, Any]] = []
+        rows = read_rows(out / "metrics.jsonl", abandoned=abandoned)
+        plot_training(rows, st.events, out / "training.png", title=f"reward {m.id}", abandoned=abandoned,
+                      eval_key="eval_loss", loss_unit="nats/pair")
+        m.metrics = {
+            "template": s.template,
+            **run_metrics(result, par),
+            **summary,
+            "pairs_train": len(enc_train),
+            "pairs_eval": len(enc_eval),
+            "skipped_no_assistant_tokens": len(skip_train) + len(skip_eval),
+            "skipped_lines": [dataclasses.asdict(k) for k in (skip_train + skip_eval)[:100]],
+            "truncated": sum(p.truncated for p in enc_train + enc_eval),
+            "epochs": st.cursor / len(enc_train),
+            **final,
+            "reward_accuracy": final.get("eval_accuracy"),
+            "pairs_per_s": result.units_per_s,
+            "params": counts["params"],
+            "trainable_params": trainable,
+            "lora": config.lora.enabled,
+        }
+        finish(out, m, files, _report(m, s.model_dir), st.events)
+
+    parallel.on_main(par, write_outputs)
+    return read_manifest(out)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _report(m: Manifest, base: Path) -> str:
+    mt = m.metrics
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    lines = [
+        f"# reward {m.id}", "",
+        f"Reward model from `{base}` ({mt['params']:,} parameters; {mt['trainable_params']:,} trained, "
+        f"{'LoRA + score head' if mt['lora'] else 'full'}) on {mt['pairs_train']:,} preference pairs; "
+        f"{mt['pairs_eval']:,} held out.", "",
+        "| held-out metric | value |", "| --- | --- |",
+        f"| pairwise accuracy | {pct(mt.get('eval_accuracy'))} |",
+        f"| Bradley-Terry loss | {_fmt(mt.get('eval_loss'))} |",
+        f"| mean margin r(chosen) - r(rejected) | {_fmt(mt.get('eval_margin'))} |",
+        f"| reward mean / std | {_fmt(mt.get('reward_mean'))} / {_fmt(mt.get('reward_std'))} |",
+        f"| length bias: Spearman(reward, response tokens) | {_fmt(mt.get('length_spearman'), '+.3f')} |",
+        f"| accuracy where chosen is shorter ({mt.get('pairs_chosen_shorter', 0)} pairs) | "
+        f"{pct(mt.get('accuracy_chosen_shorter'))} |", "",
+        f"Trained {mt['steps']:,} steps ({mt['epochs']:.2f} epochs) at {_fmt(mt['pairs_per_s'], ',.1f')} pairs/s; "
+        f"final train loss {_fmt(mt['final_train_loss'])}; {mt['spikes_skipped']} spikes skipped, "
+        f"{mt['rollbacks']} rollbacks; {mt['truncated']} pairs truncated.", "",
+        "A reward that tracks length (Spearman far from 0, low accuracy where chosen is shorter) is what RL "
+        "will exploit: check both before using this model for PPO.", "",
+        "![loss, learning rate and gradient norm](training.png)", "",
+        "`model/` loads with `AutoModelForSequenceClassification.from_pretrained` (one output, read at the last "
+        "non-pad token).", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The frame both align training stages run in: processes, the stage contract, the input model folder and its tokenizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gristmill.align import AlignError
+from gristmill.align.models import check_same_template, describe_tokenizer, load_tokenizer, model_dir, recorded_template
+from gristmill.config import to_dict
+from gristmill.manifests import Manifest, begin_stage
+from gristmill.pretrain import parallel
+from gristmill.pretrain.checkpoint import discard_other_runs
+from gristmill.stages import spec
+
+
+@dataclass
+class AlignStart:
+    manifest: Manifest | None  # the new manifest to fill (None when `done`)
+    done: Manifest | None  # this exact stage already finished: skip
+    model_dir: Path  # the input's Hugging Face folder
+    tokenizer: Any
+    template: dict  # describe_tokenizer() of that tokenizer, recorded in the manifest
+
+
+def start(stage: str, config: Any, inputs: dict[str, list[Path]], out: Path, *, force: bool,
+          par: parallel.Parallel) -> AlignStart:
+    """Check inputs and derive the id (rank 0 first), drop other runs' checkpoints, load the tokenizer and
+    refuse one whose template differs from what the input stage recorded."""
+    def begin():
+        return begin_stage(stage, to_dict(config), inputs, out, expect=spec(stage).expect, force=force,
+                           device=par.device.type, world_size=par.world_size)
+    st = parallel.on_main(par, begin) or begin()
+    src = model_dir(inputs["model"][0])
+    if st.done:
+        return AlignStart(None, st.done, src, None, {})
+    parallel.on_main(par, lambda: discard_other_runs(out, st.manifest.id, force=force))
+    tok = load_tokenizer(src)
+    info = describe_tokenizer(tok)
+    check_same_template(info, recorded_template(inputs["model"][0]), where=str(src),
+                        expected_from=f"{inputs['model'][0]}/manifest.json")
+    return AlignStart(st.manifest, None, src, tok, info)
+
+
+def check_context(model: Any, max_length: int, stage: str) -> None:
+    """A max_length beyond the model's trained context is refused (RoPE would run, but on positions never seen)."""
+    ctx = getattr(model.config, "max_position_embeddings", None)
+    if ctx is not None and max_length > ctx:
+        raise AlignError(f"{stage}.max_length={max_length} exceeds the model's context (max_position_embeddings="
+                         f"{ctx}); lower it: --set {stage}.max_length={ctx}")
+
+
+def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
+    """The training loop's own figures, the same for every align stage's manifest."""
+    events = result.state.events
+    return {"steps": result.state.step, "final_train_loss": result.final_train_loss,
+            "train_time_s": round(result.loop_time_s, 3), "resumed_from_step": result.resumed_from,
+            "spikes_skipped": sum(1 for e in events if e["action"] == "skip"),
+            "rollbacks": sum(1 for e in events if e["action"] == "rollback"),
+            "device": par.device.type, "world_size": par.world_size}
+
+
+def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, events: list[dict[str, Any]]) -> None:
+    """report.md, then the manifest listing the model files, metrics.jsonl, training.png and the report (written last)."""
+    from gristmill.manifests import atomic_write_text, output_record, write_manifest
+
+    m.events = events
+    atomic_write_text(out / "report.md", report)
+    m.outputs = ([output_record(out, f, kind) for kind, fs in files.items() for f in fs]
+                 + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot"),
+                    output_record(out, "report.md", "report")])
+    write_manifest(out, m)
