@@ -59,6 +59,9 @@ def _load(spec: StageSpec, target: str) -> Any:
             where = f" (issue {spec.issue})" if spec.issue else ""
             raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}") from None
         raise
+    if not hasattr(mod, attr):  # the module is there (another stage of the group lives in it), this stage not yet
+        where = f" (issue {spec.issue})" if spec.issue else ""
+        raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}")
     return getattr(mod, attr)
 
 

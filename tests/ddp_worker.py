@@ -1,4 +1,4 @@
-"""Run under torchrun by the DDP tests: one pretrain run with a tiny config (JSON overrides) and optional faults."""
+"""Run under torchrun by the DDP tests: one pretrain or sft run with a tiny config (JSON overrides) and optional faults."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,18 @@ import sys
 from pathlib import Path
 
 from faults import Faults
-from gristmill.pretrain.run import run_pretrain
-from pretrain_helpers import tiny
 
 if __name__ == "__main__":
-    tok, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    faults = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
-    run_pretrain(tiny(**overrides), {"data": [Path(tok)]}, Path(out), hooks=Faults(**faults))
+    stage, out, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    faults = Faults(**json.loads(sys.argv[4]))
+    inputs = {k: [Path(p) for p in v] for k, v in json.loads(sys.argv[5]).items()}
+    if stage == "pretrain":
+        from gristmill.pretrain.run import run_pretrain
+        from pretrain_helpers import tiny
+
+        run_pretrain(tiny(**overrides), inputs, out, hooks=faults)
+    else:
+        from align_helpers import sft_config
+        from gristmill.align.sft import run_sft
+
+        run_sft(sft_config(**overrides), inputs, out, hooks=faults)

@@ -188,3 +188,14 @@ def test_upstream_that_ran_again_makes_downstream_stale(recipe, tmp_path):
     CALLS.clear()
     execute(steps, log=lambda s: None)
     assert CALLS == ["beta"] and _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip"}
+
+
+def test_a_stage_whose_module_exists_but_not_its_code_is_not_built():
+    # dpo's config will live in gristmill.align.config beside SFTConfig: the module imports, the class is missing
+    from gristmill.stages import StageNotBuilt, is_built
+
+    s = StageSpec(name="later", help="", roles=(), config="gristmill.config:NoSuchConfig", run="gristmill.config:build",
+                  issue=99)
+    assert not is_built(s)
+    with pytest.raises(StageNotBuilt, match="issue 99"):
+        s.config_cls()

@@ -54,7 +54,8 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
     """The training loop's own figures, the same for every align stage's manifest."""
     events = result.state.events
     return {"steps": result.state.step, "final_train_loss": result.final_train_loss,
-            "train_time_s": round(result.loop_time_s, 3), "resumed_from_step": result.resumed_from,
+            "train_time_s": round(result.loop_time_s, 3), "step_time_s": round(result.compute_s, 3),
+            "resumed_from_step": result.resumed_from,
             "spikes_skipped": sum(1 for e in events if e["action"] == "skip"),
             "rollbacks": sum(1 for e in events if e["action"] == "rollback"),
             "device": par.device.type, "world_size": par.world_size}

@@ -11,7 +11,7 @@ from gristmill.manifests.store import manifest_path, read_manifest
 
 # Metrics worth a glance in a lineage line, in this order, when a stage reports them.
 KEY_METRICS = ("records_read", "kept", "documents", "tokens", "train_tokens", "final_train_loss", "val_loss",
-               "val_perplexity", "eval_loss", "reward_accuracy", "win_rate", "mean_reward")
+               "val_perplexity", "eval_loss", "answer_accuracy", "reward_accuracy", "win_rate", "mean_reward")
 
 
 @dataclass

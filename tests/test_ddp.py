@@ -1,4 +1,4 @@
-"""Two processes under torchrun (gloo on CPU), DDP and FSDP2, give the loss curve of one process with the same global batch."""
+"""Two processes under torchrun (gloo on CPU) give the loss curve of one process with the same global batch: pretrain (DDP, FSDP2), SFT (DDP)."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,13 @@ COMMON = dict(max_steps=12, optim={"warmup_steps": 3}, eval_every=6, checkpoint=
 
 def torchrun(tok: Path, out: Path, faults: dict | None = None, **fields) -> subprocess.Popen:
     """tests/ddp_worker.py under torchrun: 2 processes, the tiny config with COMMON and `fields`, optional faults."""
+    return launch("pretrain", out, merged(COMMON, fields), faults, {"data": [str(tok)]})
+
+
+def launch(stage: str, out: Path, config: dict, faults: dict | None, inputs: dict) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tok), str(out), json.dumps(merged(COMMON, fields)),
-           json.dumps(faults or {})]
+           str(ROOT / "tests" / "ddp_worker.py"), stage, str(out), json.dumps(config), json.dumps(faults or {}),
+           json.dumps(inputs)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -64,3 +68,27 @@ def test_ddp_and_fsdp_match_one_process(tmp_path):
     # rank 0 wrote one model folder, gathered from the shards, that loads like any other
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "model", local_files_only=True)
     assert sum(p.numel() for p in model.parameters()) == one.metrics["params"]
+
+
+def test_sft_under_ddp_matches_one_process(tmp_path):
+    """Two ranks of 2 packed rows each = one process with 4 rows: the same loss and gradient norm per step,
+    which holds only if the loss is normalised by the supervised tokens of the whole step on all ranks."""
+    from align_helpers import sft_config, sft_records, tiny_base, write_jsonl
+    from gristmill.align.sft import run_sft
+
+    base = tiny_base(tmp_path / "base")
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_records(120))
+    # no adapter dropout: its masks are drawn per rank and cannot match one process's
+    cfg = dict(max_steps=6, eval_generate=0, samples=0, checkpoint={"every": 3}, lora={"dropout": 0.0})
+    two = launch("sft", tmp_path / "two", cfg | {"batch_size": 2}, None, {"model": [str(base)], "data": [str(data)]})
+    one = run_sft(sft_config(**cfg, batch_size=4), {"model": [base], "data": [data]}, tmp_path / "one")
+    finish(two)
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for s in a:
+        for key in ("loss", "grad_norm", "eval_loss", "tokens"):
+            if a[s].get(key) is None:
+                assert b[s].get(key) is None, (s, key)
+            else:
+                assert a[s][key] == pytest.approx(b[s][key], rel=2e-5, abs=1e-6), (s, key)
+    assert read_manifest(tmp_path / "two").metrics["world_size"] == 2 and one.metrics["world_size"] == 1
