@@ -198,10 +198,11 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
         model.train(was)
         return rc_all, rr_all
 
+    latest: dict[str, Any] = {}  # the full metrics of the newest evaluation (the loop always evaluates its last step)
+
     def evaluate() -> dict[str, Any]:
-        rc, rr = score_eval()
-        mt = pair_metrics(rc, rr, enc_eval)
-        return {"eval_loss": mt["eval_loss"], "eval_accuracy": mt["eval_accuracy"], "eval_margin": mt["eval_margin"]}
+        latest.update(pair_metrics(*score_eval(), enc_eval))
+        return {k: latest[k] for k in ("eval_loss", "eval_accuracy", "eval_margin")}
 
     if par.main:
         print(f"reward: {len(enc_train):,} pairs, {len(enc_eval):,} held out; {max_steps:,} steps; {trainable:,} of "
@@ -209,7 +210,9 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     result = train(loop_cfg, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="reward",
                    max_steps=max_steps, evaluate=evaluate if enc_eval else None, unit="pairs", hooks=hooks)
     st = result.state
-    final = pair_metrics(*score_eval(), enc_eval) if enc_eval else {}
+    if enc_eval and not (result.steps_run and latest):  # resumed at the end: nothing was evaluated in this process
+        latest.update(pair_metrics(*score_eval(), enc_eval))
+    final = dict(latest)
 
     def write_outputs() -> None:
         files = save_outputs(model, out, tokenizer_dir=s.model_dir)
