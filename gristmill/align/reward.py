@@ -233,6 +233,8 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
             **final,
             "reward_accuracy": final.get("eval_accuracy"),
             "pairs_per_s": result.units_per_s,
+            "tokens_per_s": sum(len(enc_train[i].chosen) + len(enc_train[i].rejected)
+                                for i in batches.served) / result.compute_s if result.compute_s else None,
             "params": counts["params"],
             "trainable_params": trainable,
             "lora": config.lora.enabled,
