@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def project_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.split()
-    return sorted(f for f in out if f.endswith((".py", ".toml")) and (ROOT / f).is_file()
+    return sorted(f for f in out if f.endswith((".py", ".toml", ".sh")) and (ROOT / f).is_file()
                   and f.split("/")[0] in {"gristmill", "benchmarks", "recipes", "tests"})
 
 
