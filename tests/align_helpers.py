@@ -6,6 +6,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from pretrain_helpers import merged
+
 WORDS = ["garden", "river", "stone", "cloud", "apple", "window", "market", "silver", "forest", "candle"]
 
 
@@ -63,7 +65,7 @@ def sft_config(**overrides: Any):
     base = dict(max_steps=30, batch_size=4, max_length=64, device="cpu", eval_generate=8, samples=2,
                 max_new_tokens=8, optim={"lr": 1e-2, "warmup_steps": 3}, checkpoint={"every": 10},
                 spike={"window": 16}, data={"eval_fraction": 0.1})
-    return build(SFTConfig, _merge(base, overrides), section="sft")
+    return build(SFTConfig, merged(base, overrides), section="sft")
 
 
 def reward_config(**overrides: Any):
@@ -72,11 +74,4 @@ def reward_config(**overrides: Any):
 
     base = dict(max_steps=30, batch_size=8, max_length=64, device="cpu", optim={"lr": 3e-3, "warmup_steps": 3},
                 checkpoint={"every": 10}, spike={"window": 8}, data={"eval_fraction": 0.2})
-    return build(RewardConfig, _merge(base, overrides), section="reward")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return build(RewardConfig, merged(base, overrides), section="reward")

@@ -8,7 +8,7 @@ from typing import Any
 
 from gristmill.align import AlignError
 from gristmill.align.config import RewardConfig
-from gristmill.align.data import PreferencePair, Skipped, load_preferences, split_eval
+from gristmill.align.data import PreferencePair, Skipped, load_preferences
 from gristmill.manifests import Manifest, read_manifest
 
 
@@ -132,7 +132,7 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     from gristmill.align.chat import pad_id
     from gristmill.align.losses import bradley_terry, reward_centering
     from gristmill.align.models import add_lora, load_reward_model, save_outputs
-    from gristmill.align.stage import check_context, finish, run_metrics, start
+    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
     from gristmill.pretrain import parallel
     from gristmill.pretrain.loop import train
     from gristmill.pretrain.model import count_params
@@ -143,16 +143,7 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
         return s.done
     m, tok = s.manifest, s.tokenizer
 
-    data = load_preferences(inputs["data"], config.data, stage="reward")
-    summary: dict[str, Any] = {"data": data.summary()}
-    if inputs.get("eval"):
-        held = load_preferences(inputs["eval"], config.data, stage="reward")
-        summary["eval_data"] = held.summary()
-        train_pairs, eval_pairs = data.records, held.records
-    else:
-        train_pairs, eval_pairs = split_eval(data.records, config.data.eval_fraction)
-        summary["eval_split"] = {"fraction": config.data.eval_fraction, "train": len(train_pairs),
-                                 "eval": len(eval_pairs)}
+    train_pairs, eval_pairs, summary = load_split(load_preferences, config, inputs, "reward")
     enc_train, skip_train = encode_pairs(tok, train_pairs, config)
     enc_eval, skip_eval = encode_pairs(tok, eval_pairs, config)
     if not enc_train:
@@ -162,12 +153,7 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
                                                                      device=par.device),
                           seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
                           rank=par.rank, world_size=par.world_size)
-    per_epoch = batches.steps_per_epoch()
-    max_steps = config.max_steps or config.epochs * per_epoch
-    if config.optim.warmup_steps > max_steps:
-        raise AlignError(f"reward.optim.warmup_steps={config.optim.warmup_steps} exceeds the {max_steps} steps of "
-                         f"this run; lower it (e.g. --set reward.optim.warmup_steps={max_steps // 10})")
-    loop_cfg = dataclasses.replace(config, eval_every=config.eval_every or per_epoch)
+    max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "reward")
 
     model = load_reward_model(s.model_dir, pad=pad, seed=config.seed)
     check_context(model, config.max_length, "reward")

@@ -8,7 +8,7 @@ from typing import Any
 
 from gristmill.align import AlignError
 from gristmill.align.config import SFTConfig
-from gristmill.align.data import Loaded, SFTExample, Skipped, load_sft, split_eval
+from gristmill.align.data import SFTExample, Skipped, load_sft
 from gristmill.manifests import Manifest, read_manifest
 
 
@@ -26,19 +26,6 @@ def run_sft(config: SFTConfig, inputs: dict[str, list[Path]], out_dir: Path, *, 
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
     finally:
         parallel.teardown(par)
-
-
-def load_examples(config: SFTConfig, inputs: dict[str, list[Path]]) -> tuple[list[SFTExample], list[SFTExample], dict]:
-    """(train, eval, data summary for the manifest)."""
-    data = load_sft(inputs["data"], config.data, stage="sft")
-    summary: dict[str, Any] = {"data": data.summary()}
-    if inputs.get("eval"):
-        held: Loaded[SFTExample] = load_sft(inputs["eval"], config.data, stage="sft")
-        summary["eval_data"] = held.summary()
-        return data.records, held.records, summary
-    train, held_out = split_eval(data.records, config.data.eval_fraction)
-    summary["eval_split"] = {"fraction": config.data.eval_fraction, "train": len(train), "eval": len(held_out)}
-    return train, held_out, summary
 
 
 def encode_examples(tok: Any, examples: list[SFTExample], config: SFTConfig) -> tuple[list[Any], list[Skipped]]:
@@ -95,7 +82,7 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.generate import generate
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.packing import collate, pack
-    from gristmill.align.stage import check_context, finish, run_metrics, start
+    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
     from gristmill.pretrain import parallel
     from gristmill.pretrain.loop import train
     from gristmill.pretrain.model import count_params
@@ -106,7 +93,7 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         return s.done
     m, tok = s.manifest, s.tokenizer
 
-    train_ex, eval_ex, data_summary = load_examples(config, inputs)
+    train_ex, eval_ex, data_summary = load_split(load_sft, config, inputs, "sft")
     if not train_ex:
         raise AlignError(f"sft: no training example left after the eval split of {len(eval_ex)}; add data or "
                          "lower --set sft.data.eval_fraction")
@@ -129,12 +116,7 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     batches = ItemBatches(len(rows), lambda ids: collate_rows(enc_train, [rows[i] for i in ids]), seed=config.seed,
                           batch_size=config.batch_size, grad_accum=config.grad_accum, rank=par.rank,
                           world_size=par.world_size)
-    per_epoch = batches.steps_per_epoch()
-    max_steps = config.max_steps or config.epochs * per_epoch
-    if config.optim.warmup_steps > max_steps:
-        raise AlignError(f"sft.optim.warmup_steps={config.optim.warmup_steps} exceeds the {max_steps} steps of this "
-                         f"run; lower it (e.g. --set sft.optim.warmup_steps={max_steps // 10})")
-    loop_cfg = dataclasses.replace(config, eval_every=config.eval_every or per_epoch)
+    max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "sft")
 
     model = load_causal_lm(s.model_dir, pad=pad)
     check_context(model, config.max_length, "sft")

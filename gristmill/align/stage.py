@@ -71,3 +71,31 @@ def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, ev
                  + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot"),
                     output_record(out, "report.md", "report")])
     write_manifest(out, m)
+
+
+def load_split(load: Any, config: Any, inputs: dict[str, list[Path]], stage: str) -> tuple[list, list, dict]:
+    """(train records, eval records, data summary for the manifest): `inputs["eval"]` when given, else a
+    stable hash split of the data by `config.data.eval_fraction`. `load` is data.load_sft / load_preferences."""
+    from gristmill.align.data import split_eval
+
+    data = load(inputs["data"], config.data, stage=stage)
+    summary: dict[str, Any] = {"data": data.summary()}
+    if inputs.get("eval"):
+        held = load(inputs["eval"], config.data, stage=stage)
+        summary["eval_data"] = held.summary()
+        return data.records, held.records, summary
+    train, held_out = split_eval(data.records, config.data.eval_fraction)
+    summary["eval_split"] = {"fraction": config.data.eval_fraction, "train": len(train), "eval": len(held_out)}
+    return train, held_out, summary
+
+
+def run_length(config: Any, per_epoch: int, stage: str) -> tuple[int, Any]:
+    """(max_steps, the config the loop reads): `max_steps` or `epochs` worth of steps, evaluation every
+    epoch unless `eval_every` says otherwise; a warmup longer than the run is refused."""
+    import dataclasses
+
+    max_steps = config.max_steps or config.epochs * per_epoch
+    if config.optim.warmup_steps > max_steps:
+        raise AlignError(f"{stage}.optim.warmup_steps={config.optim.warmup_steps} exceeds the {max_steps} steps of "
+                         f"this run; lower it (e.g. --set {stage}.optim.warmup_steps={max_steps // 10})")
+    return max_steps, dataclasses.replace(config, eval_every=config.eval_every or per_epoch)
