@@ -75,3 +75,13 @@ def reward_config(**overrides: Any):
     base = dict(max_steps=30, batch_size=8, max_length=64, device="cpu", optim={"lr": 3e-3, "warmup_steps": 3},
                 checkpoint={"every": 10}, spike={"window": 8}, data={"eval_fraction": 0.2})
     return build(RewardConfig, merged(base, overrides), section="reward")
+
+
+def dpo_config(**overrides: Any):
+    from gristmill.align.config import DPOConfig
+    from gristmill.config import build
+
+    base = dict(max_steps=30, batch_size=8, max_length=64, device="cpu", beta=0.5,
+                optim={"lr": 1e-2, "warmup_steps": 3}, checkpoint={"every": 10}, spike={"window": 8},
+                data={"eval_fraction": 0.2}, judge_prompts=8, samples=2, max_new_tokens=6)
+    return build(DPOConfig, merged(base, overrides), section="dpo")

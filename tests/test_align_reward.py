@@ -97,11 +97,16 @@ def test_saved_reward_model_scores_the_same_with_left_and_right_padding(chain):
     assert alone[0] > alone[1]  # "good" beats "bad"
 
 
-def test_collate_pairs_puts_chosen_first_then_rejected():
-    pairs = [EncodedPair([1, 2, 3], [4, 5], 2, 1, 0.5, False), EncodedPair([6], [7, 8, 9, 10], 1, 3, 0.0, False)]
-    b = collate_pairs(pairs, pad_id=0)
-    assert b["input_ids"].tolist() == [[1, 2, 3, 0], [6, 0, 0, 0], [4, 5, 0, 0], [7, 8, 9, 10]]
-    assert b["attention_mask"].sum(1).tolist() == [3, 1, 2, 4] and b["margin"].tolist() == [0.5, 0.0]
+def test_collate_pairs_shares_the_prompt_and_keeps_chosen_and_rejected_apart():
+    pairs = [EncodedPair([1, 2, 3], [1, 2, 4, 5], 1, 2, 0.5, False), EncodedPair([6], [7, 8, 9, 10], 1, 3, 0.0, False)]
+    b = collate_pairs(pairs, pad_id=0, max_length=8)
+    # [1 2 | 3 | 4 5]: the prompt once, then each tail; the second pair shares nothing: [| 6 | 7 8 9 10]
+    assert b["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]] and b["margin"].tolist() == [0.5, 0.0]
+    assert b["position_ids"].tolist() == [[0, 1, 2, 2, 3], [0, 0, 1, 2, 3]]
+    assert b["input_ids"].view(-1)[b["last"]].tolist() == [3, 5, 6, 10]  # chosen, rejected of each pair
+    small = [EncodedPair([1, 2], [1, 3], 1, 1, 0.0, False)] * 3
+    assert collate_pairs(small, pad_id=0, max_length=8)["input_ids"].tolist() == [[1, 2, 3] * 2, [1, 2, 3, 0, 0, 0]]
+    assert collate_pairs(small, pad_id=0, max_length=8, packed=False)["input_ids"].shape == (3, 3)
 
 
 def test_lineage_walks_from_the_reward_model_back_to_curate(chain):

@@ -331,9 +331,10 @@ def test_val_tasks_are_disjoint_from_train(demo):
 def test_check_answer_accepts_chosen_and_rejects_rejected(demo):
     for split in ("train", "val"):
         for r in _jsonl(demo / "preference" / f"{split}.jsonl"):
-            assert set(r) == {"prompt", "chosen", "rejected"}
+            assert set(r) == {"prompt", "chosen", "rejected", "task", "answer"}
             assert check_answer(None, r["prompt"], r["chosen"]), r
             assert not check_answer(None, r["prompt"], r["rejected"]), r
+            assert check_answer(r["task"], r, r["answer"]) and expected_answer(r["task"], r["prompt"]) == r["answer"]
         for r in _jsonl(demo / "sft" / f"{split}.jsonl"):
             assert check_answer(None, r, r["response"]), r
         for r in _jsonl(demo / "prompts" / f"{split}.jsonl"):

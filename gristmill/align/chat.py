@@ -121,6 +121,17 @@ def assistant_mask_by_prefixes(tokenizer: Any, messages: list[dict], where: str 
     return ids, mask
 
 
+def last_runs(mask: list[int], k: int) -> list[int]:
+    """The mask with only its last k runs of 1s kept (one run per assistant turn)."""
+    out, runs = list(mask), 0
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] and (i == len(out) - 1 or not mask[i + 1]):
+            runs += 1
+        if runs > k:
+            out[i] = 0
+    return out
+
+
 def truncate(ids: list[int], mask: list[int], max_length: int) -> tuple[list[int], list[int]]:
     """Cut to max_length around the first assistant token s: the prompt (ids[:s]) loses its start, the
     response (ids[s:], the first assistant turn and all after it) loses its end.
@@ -139,9 +150,14 @@ def truncate(ids: list[int], mask: list[int], max_length: int) -> tuple[list[int
     return ids[s - keep_p:s + keep_r], mask[s - keep_p:s + keep_r]
 
 
-def encode_chat(tokenizer: Any, messages: list[dict], *, max_length: int, where: str = "") -> Encoded:
+def encode_chat(tokenizer: Any, messages: list[dict], *, max_length: int, where: str = "",
+                completion_turns: int = 0) -> Encoded:
     """Render, mask and truncate one conversation (see `truncate` for the rule); `where` (file:line) names
-    the record in errors. EmptyMaskError for a conversation with no assistant turn or an empty one."""
+    the record in errors. EmptyMaskError for a conversation with no assistant turn or an empty one.
+
+    completion_turns=k > 0 (preference data: a prompt that may hold earlier assistant turns, then the
+    completion): only the last k assistant turns are labelled, so truncation keeps the completion's start
+    and cuts the conversation before it."""
     where = where or "conversation"
     if max_length < 1:
         raise AlignError(f"{where}: max_length must be at least 1, got {max_length}")
@@ -159,6 +175,8 @@ def encode_chat(tokenizer: Any, messages: list[dict], *, max_length: int, where:
     if not any(mask):
         raise EmptyMaskError(f"{where}: no assistant tokens to train on (no assistant message, or the template "
                              "renders none); give the record an assistant reply")
+    if completion_turns > 0:
+        mask = last_runs(mask, completion_turns)
     cut_ids, cut_mask = truncate(ids, mask, max_length)
     if not any(cut_mask):  # truncate() keeps an assistant token; checked so that no rule change can slip by
         raise EmptyMaskError(f"{where}: no assistant token left after truncation to max_length={max_length}")

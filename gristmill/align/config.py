@@ -1,4 +1,4 @@
-"""SFTConfig and RewardConfig: every setting of the sft and reward stages, with the LoRA section they share."""
+"""SFTConfig, RewardConfig and DPOConfig: every setting of the sft, reward and dpo stages, with the LoRA section they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -115,7 +115,73 @@ class RewardConfig(_TrainingStage):
     margin: float = 0.0
     #: weight of the reward-centring term coef * mean((r_chosen + r_rejected)^2), which keeps rewards near 0; 0 = off
     center_coef: float = 0.0
+    #: pack each micro-batch's 2 x batch_size sequences into rows of max_length tokens (no attention across them;
+    #: the score is read at each sequence's last token); false = one right-padded sequence per row
+    packing: bool = True
 
     def __post_init__(self) -> None:
         self._check("reward")
         _need(self.center_coef >= 0, f"reward.center_coef={self.center_coef} is negative; use 0 (off) or e.g. 0.01")
+
+
+@dataclass(kw_only=True)
+class DPOConfig(_TrainingStage):
+    #: the objective: dpo (sigmoid), ipo, rpo (dpo + NLL on chosen), simpo and orpo (no reference), kto
+    #: (unpaired desirable / undesirable examples; preference files are split into their two halves)
+    loss: Literal["dpo", "ipo", "rpo", "simpo", "orpo", "kto"] = "dpo"
+    #: strength of the pull toward the reference: higher = stay closer (SimPO: its own scale, ~2)
+    beta: float = 0.1
+    #: conservative DPO: the probability that a label is flipped (dpo only); 0 = plain DPO
+    label_smoothing: float = 0.0
+    #: rpo: weight of the chosen completion's per-token NLL
+    rpo_alpha: float = 1.0
+    #: simpo: the target margin γ between the length-normalised log-probs
+    simpo_gamma: float = 0.5
+    #: orpo: weight λ of the odds-ratio term next to the NLL
+    orpo_lambda: float = 0.1
+    #: kto: weights of the desirable and undesirable examples (raise one to balance unequal counts)
+    kto_desirable_weight: float = 1.0
+    kto_undesirable_weight: float = 1.0
+    #: where the reference log-probs come from: "cache" = computed once by the SFT model and kept on disk,
+    #: keyed by model, data, template and length (reused by reruns, resumes and other losses on the same
+    #: data); "adapter" = the policy with its LoRA adapters disabled, at every step (needs lora.enabled)
+    reference: Literal["cache", "adapter"] = "cache"
+    #: folder for the reference cache; "" = <the output folder's parent>/.cache/reference-logps
+    cache_dir: str = ""
+    #: AdamW and the warmup-cosine LR (LoRA default; for full fine-tuning use ~10x lower)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, warmup_steps=10, weight_decay=0.0,
+                                                                   beta2=0.999))
+    #: loss-spike detection and recovery
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
+    #: checkpoint interval and retention
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=100))
+    #: pairs (kto: examples) per micro-batch on each process
+    batch_size: int = 8
+    #: pack the micro-batch's groups into rows of max_length tokens; false = one pair per row
+    packing: bool = True
+    #: held-out prompts answered by the SFT model and the trained one (greedy) for the judged win rate,
+    #: the KL to the reference and the checkable-task accuracy; 0 = none
+    judge_prompts: int = 64
+    #: tokens generated per answer
+    max_new_tokens: int = 64
+    #: sample answers (before / after) shown in report.md
+    samples: int = 4
+
+    def __post_init__(self) -> None:
+        self._check("dpo")
+        _need(self.beta > 0, f"dpo.beta={self.beta} must be positive (e.g. 0.1; simpo ~2)")
+        _need(0 <= self.label_smoothing < 0.5, f"dpo.label_smoothing={self.label_smoothing} must be in [0, 0.5)")
+        for name in ("rpo_alpha", "orpo_lambda", "kto_desirable_weight", "kto_undesirable_weight", "simpo_gamma"):
+            _need(getattr(self, name) >= 0, f"dpo.{name}={getattr(self, name)} is negative")
+        for name in ("judge_prompts", "samples"):
+            _need(getattr(self, name) >= 0, f"dpo.{name}={getattr(self, name)} is negative; use 0 or more")
+        _need(self.max_new_tokens >= 1, f"dpo.max_new_tokens={self.max_new_tokens} must be at least 1")
+        _need(self.label_smoothing == 0 or self.loss == "dpo",
+              f"dpo.label_smoothing applies to loss=dpo only (loss={self.loss}); set it to 0")
+        _need(self.reference == "cache" or self.lora.enabled,
+              "dpo.reference=adapter needs LoRA (dpo.lora.enabled=true): full fine-tuning has no adapter to "
+              "disable; use dpo.reference=cache")
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss not in ("simpo", "orpo")

@@ -8,9 +8,10 @@ suffix), plain or compressed with gzip or zstd (told apart by the magic bytes). 
 - Preferences: `{prompt, chosen, rejected, margin?}` (prompt a string or a message list, chosen and
   rejected strings or assistant message lists); `{chosen, rejected}` with no prompt: Anthropic HH
   strings ("\\n\\nHuman: ... \\n\\nAssistant: ...") or whole conversations, whose shared turns are the prompt.
+- Unpaired (KTO): `{prompt, completion, label}` (label true = desirable), or preference records split in two.
 - Prompts: `{prompt}` or `{messages}` ending with a user turn; HH `{chosen, ...}`: up to its last Human turn.
 
-SFT and prompt records may carry `answer` and `task` (the demo's checkable tasks); they are kept.
+SFT, preference and prompt records may carry `answer` and `task` (the demo's checkable tasks); they are kept.
 A malformed record stops the load with `path:line` and the problem, or with `on_error="skip"` is
 skipped and listed. A degenerate preference pair (chosen == rejected, or one side empty) is never
 trained on and always listed, in both modes. A missing file, or one with no usable record, is an error.
@@ -38,6 +39,7 @@ SFT_FORMATS = ("Alpaca {instruction, input?, response | output}; {messages: [{ro
                "self-instruct {instruction, instances: [{input, output}, ...]}")
 PREFERENCE_FORMATS = ("{prompt, chosen, rejected, margin?}; Anthropic HH {chosen, rejected} "
                       "(\"\\n\\nHuman: ... \\n\\nAssistant: ...\" strings or message lists)")
+UNPAIRED_FORMATS = "{prompt, completion, label: true | false}; or any preference record (chosen: true, rejected: false)"
 PROMPT_FORMATS = "{prompt, answer?, task?}; {messages: [..., user turn]}; Anthropic HH {chosen: \"\\n\\nHuman: ...\"}"
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -85,6 +87,18 @@ class PreferencePair:
     source: str
     key: str
     margin: float | None = None
+    answer: str | None = None  # a checkable task's answer (the demo's tasks), for before/after accuracy
+    task: str | None = None
+
+
+@dataclass
+class UnpairedExample:
+    """One completion judged on its own (KTO): desirable or not."""
+    prompt: list[Message]      # ends with a user turn
+    completion: list[Message]  # assistant turn(s)
+    desirable: bool
+    source: str
+    key: str                   # a pair's two halves share the pair's key: the eval split keeps them together
 
 
 @dataclass
@@ -144,6 +158,12 @@ def load_sft(paths: Sequence[Path], cfg: DataConfig, *, stage: str = "sft") -> L
 def load_preferences(paths: Sequence[Path], cfg: DataConfig, *, stage: str = "reward") -> Loaded[PreferencePair]:
     """Preference pairs from every file; degenerate pairs are listed in `.degenerate`, not returned."""
     return _load(paths, cfg, stage, _pair_items, PREFERENCE_FORMATS)
+
+
+def load_unpaired(paths: Sequence[Path], cfg: DataConfig, *, stage: str = "dpo") -> Loaded[UnpairedExample]:
+    """Unpaired examples (KTO) from every file: `{prompt, completion, label}` records, and preference
+    records split into their chosen (desirable) and rejected (undesirable) halves."""
+    return _load(paths, cfg, stage, _unpaired_items, UNPAIRED_FORMATS)
 
 
 def load_prompts(paths: Sequence[Path], cfg: DataConfig, *, stage: str = "ppo") -> Loaded[PromptRecord]:
@@ -329,7 +349,30 @@ def _pair_items(obj: dict, source: str, key: str) -> tuple[str, list]:
     if reason:
         return fmt, [_Problem(source, f"degenerate pair: {reason}", degenerate=True)]
     return fmt, [PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, key=key,
-                                margin=None if margin is None else float(margin))]
+                                margin=None if margin is None else float(margin), answer=_answer(obj),
+                                task=_opt_str(obj, "task"))]
+
+
+def _unpaired_items(obj: dict, source: str, key: str) -> tuple[str, list]:
+    if "completion" not in obj:
+        if "chosen" not in obj:
+            raise _Bad(f"matches no unpaired format (keys: {_keys(obj)}); accepted: {UNPAIRED_FORMATS}")
+        fmt, items = _pair_items(obj, source, key)
+        out: list = []
+        for x in items:
+            out += [x] if isinstance(x, _Problem) else [UnpairedExample(x.prompt, x.chosen, True, source, key),
+                                                        UnpairedExample(x.prompt, x.rejected, False, source, key)]
+        return fmt, out
+    if "prompt" not in obj:
+        raise _Bad("'prompt' is missing (an unpaired record is {prompt, completion, label})")
+    label = obj.get("label")
+    if not isinstance(label, bool):
+        raise _Bad(f"'label' must be true (desirable) or false (undesirable), got {_kind(label)}")
+    prompt = _prompt(obj["prompt"], "prompt")
+    completion = _reply(obj["completion"], "completion", prompt)
+    if not _reply_text(completion):
+        raise _Bad("'completion' is empty")
+    return "prompt-completion-label", [UnpairedExample(prompt, completion, label, source, key)]
 
 
 def _reply(value: Any, name: str, prompt: list[Message]) -> list[Message]:

@@ -1,4 +1,4 @@
-"""The alignment losses, one small function each: token NLL (SFT), Bradley-Terry and reward centring (reward model)."""
+"""The alignment losses, one small function each: token NLL (SFT), Bradley-Terry (reward), DPO and its family (dpo, ipo, simpo, orpo, rpo, kto)."""
 from __future__ import annotations
 
 import torch
@@ -27,3 +27,75 @@ def reward_centering(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.
     """Per-pair (r_chosen + r_rejected)^2, shapes (B,): with a small weight it keeps rewards centred on 0
     (Bradley-Terry alone only fixes differences, so the level drifts)."""
     return (r_chosen.float() + r_rejected.float()) ** 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Preference optimisation. Arguments are per-pair (or per-example) completion log-probs, shapes (B,):
+# sums over the completion's tokens unless the docstring says means. Each returns the per-pair loss (B,).
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, *, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Sigmoid DPO (Rafailov et al. 2023), with conservative DPO's label smoothing ε:
+
+        h = [log π(y_w|x) - log π_ref(y_w|x)] - [log π(y_l|x) - log π_ref(y_l|x)]
+        loss = -(1 - ε) log σ(β h) - ε log σ(-β h)
+
+    ε = 0 is plain DPO; ε > 0 treats each label as flipped with probability ε."""
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """IPO (Azar et al. 2023): (h - 1 / (2β))^2, h as in dpo_loss but from per-token *means* of the log-probs
+    (as TRL does), so that long completions do not dominate the squared term."""
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def simpo_loss(policy_chosen_mean: torch.Tensor, policy_rejected_mean: torch.Tensor, *, beta: float,
+               gamma: float) -> torch.Tensor:
+    """SimPO (Meng et al. 2024): no reference model; length-normalised log-probs (per-token means) and a
+    target margin γ:  -log σ(β (mean log π(y_w|x) - mean log π(y_l|x)) - γ). The paper uses β ≈ 2-2.5."""
+    return -F.logsigmoid(beta * (policy_chosen_mean - policy_rejected_mean) - gamma)
+
+
+def orpo_loss(policy_chosen_mean: torch.Tensor, policy_rejected_mean: torch.Tensor, *, lam: float) -> torch.Tensor:
+    """ORPO (Hong et al. 2024): no reference model; SFT on the chosen plus an odds-ratio term:
+
+        NLL(y_w) - λ log σ(log odds(y_w) - log odds(y_l)),  odds(y) = P / (1 - P),  P = exp(mean log π(y|x))
+
+    NLL(y_w) is the per-token mean (-policy_chosen_mean); log(1 - P) is computed as log1p(-exp(.))."""
+    def log_odds(mean: torch.Tensor) -> torch.Tensor:
+        return mean - torch.log1p(-torch.exp(mean.clamp(max=-1e-6)))
+
+    return -policy_chosen_mean - lam * F.logsigmoid(log_odds(policy_chosen_mean) - log_odds(policy_rejected_mean))
+
+
+def rpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, policy_chosen_mean: torch.Tensor, *, beta: float,
+             alpha: float) -> torch.Tensor:
+    """DPO plus α times the chosen completion's per-token NLL (RPO, Pang et al. 2024): the NLL term keeps
+    the chosen log-prob from falling, the known failure of plain DPO."""
+    return (dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta)
+            - alpha * policy_chosen_mean)
+
+
+def kto_reference_point(policy_mismatched: torch.Tensor, ref_mismatched: torch.Tensor) -> torch.Tensor:
+    """KTO's z0: an estimate of KL(π || π_ref) from completions paired with prompts they do not answer,
+    max(0, mean(log π(y'|x) - log π_ref(y'|x))), detached (it is a baseline, not a training signal). Scalar."""
+    return (policy_mismatched - ref_mismatched).mean().clamp(min=0).detach()
+
+
+def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, z0: torch.Tensor, *,
+             beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+    """KTO (Ethayarajh et al. 2024) on unpaired examples; r = log π(y|x) - log π_ref(y|x) (sums):
+
+        desirable:   w_D (1 - σ(β (r - z0)))
+        undesirable: w_U (1 - σ(β (z0 - r)))
+
+    desirable: (B,) bool; z0: kto_reference_point. Per example (B,)."""
+    r = policy - ref
+    return torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
+                       undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))))

@@ -35,6 +35,32 @@ def pack(lengths: list[int], max_length: int) -> list[list[int]]:
     return rows
 
 
+def lay_out(seqs: list[list[int]], rows: list[list[int]], *, pad_id: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor, dict[int, int]]:
+    """The sequences of each row of `rows` (indices into `seqs`) side by side, the rows right-padded.
+
+    Returns input_ids, position_ids (restarting at 0 with each sequence; padding counts up as one more)
+    and real (1 on sequence tokens), each (R, T) with T the longest row, and {sequence index: its start
+    as a flat index into the (R * T) view}.
+    """
+    width = max(sum(len(seqs[i]) for i in row) for row in rows)  # T
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    real = torch.zeros((len(rows), width), dtype=torch.long)
+    starts: dict[int, int] = {}
+    for r, row in enumerate(rows):
+        t = 0
+        for i in row:
+            n = len(seqs[i])
+            ids[r, t:t + n] = torch.tensor(seqs[i])
+            positions[r, t:t + n] = torch.arange(n)
+            real[r, t:t + n] = 1
+            starts[i] = r * width + t
+            t += n
+        positions[r, t:] = torch.arange(width - t)
+    return ids, positions, real, starts
+
+
 def collate(examples: list[Encoded], *, pad_id: int, packed: bool, rows: list[list[int]] | None = None,
             device: torch.device | str | None = None) -> dict[str, Any]:
     """The keyword arguments of `model(**batch)` plus "labels" (unshifted: the loss takes logits[:, :-1]
@@ -54,28 +80,18 @@ def collate(examples: list[Encoded], *, pad_id: int, packed: bool, rows: list[li
     """
     if packed:
         rows = rows if rows is not None else [list(range(len(examples)))]
-        seqs = [[examples[i] for i in row] for row in rows]
     else:
         if rows is not None:
             raise ValueError("rows is for packed=True")
-        seqs = [[e] for e in examples]
-    width = max(sum(len(e.input_ids) for e in row) for row in seqs)  # T
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    positions = torch.zeros((len(seqs), width), dtype=torch.long)
-    real = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, row in enumerate(seqs):
-        t = 0
-        for e in row:
-            n = len(e.input_ids)
-            if len(e.labels) != n:
-                raise ValueError(f"an example has {n} input ids but {len(e.labels)} labels")
-            ids[r, t:t + n] = torch.tensor(e.input_ids)
-            labels[r, t + 1:t + n] = torch.tensor(e.labels[1:])  # the first token is never a target
-            positions[r, t:t + n] = torch.arange(n)
-            real[r, t:t + n] = 1
-            t += n
-        positions[r, t:] = torch.arange(width - t)
+        rows = [[i] for i in range(len(examples))]
+    ids, positions, real, starts = lay_out([e.input_ids for e in examples], rows, pad_id=pad_id)
+    labels = torch.full_like(ids, IGNORE)
+    flat = labels.view(-1)  # (R * T)
+    for i, start in starts.items():
+        e = examples[i]
+        if len(e.labels) != len(e.input_ids):
+            raise ValueError(f"an example has {len(e.input_ids)} input ids but {len(e.labels)} labels")
+        flat[start + 1:start + len(e.labels)] = torch.tensor(e.labels[1:])  # the first token is never a target
     batch: dict[str, Any] = {"input_ids": ids, "labels": labels, "position_ids": positions}
     if not packed:
         batch["attention_mask"] = real

@@ -31,21 +31,24 @@ def run_reward(config: RewardConfig, inputs: dict[str, list[Path]], out_dir: Pat
 class EncodedPair:
     chosen: list[int]
     rejected: list[int]
-    chosen_len: int  # response tokens (the assistant turns), for the length-bias measures
+    chosen_len: int  # response tokens (the compared reply), for the length-bias measures
     rejected_len: int
     margin: float
     truncated: bool
 
 
 def encode_pairs(tok: Any, pairs: list[PreferencePair], config: RewardConfig) -> tuple[list[EncodedPair], list[Skipped]]:
-    """Both sides rendered with the chat template (prompt + response), truncated like SFT examples."""
+    """Both sides rendered with the chat template (prompt + response); a long one loses the prompt's start
+    and the response's end (chat.truncate around the response)."""
     from gristmill.align.chat import IGNORE, EmptyMaskError, encode_chat
 
     out, skipped = [], []
     for p in pairs:
         try:
-            c = encode_chat(tok, p.prompt + p.chosen, max_length=config.max_length, where=f"{p.source} (chosen)")
-            r = encode_chat(tok, p.prompt + p.rejected, max_length=config.max_length, where=f"{p.source} (rejected)")
+            c = encode_chat(tok, p.prompt + p.chosen, max_length=config.max_length, where=f"{p.source} (chosen)",
+                            completion_turns=len(p.chosen))
+            r = encode_chat(tok, p.prompt + p.rejected, max_length=config.max_length,
+                            where=f"{p.source} (rejected)", completion_turns=len(p.rejected))
         except EmptyMaskError as e:
             if config.data.on_error != "skip":
                 raise AlignError(f"{e}; --set reward.data.on_error=skip skips such pairs") from None
@@ -59,27 +62,24 @@ def encode_pairs(tok: Any, pairs: list[PreferencePair], config: RewardConfig) ->
     return out, skipped
 
 
-def collate_pairs(pairs: list[EncodedPair], *, pad_id: int, device: Any = None) -> dict[str, Any]:
-    """One (2B, T) right-padded batch: the B chosen sequences, then the B rejected ones, and the margins."""
+def collate_pairs(pairs: list[EncodedPair], *, pad_id: int, max_length: int, packed: bool = True,
+                  device: Any = None) -> dict[str, Any]:
+    """One batch of B pairs: each pair's prompt once, then its chosen and rejected tails
+    (scoring.collate_groups; rows of max_length tokens when packed), and the (B,) margins."""
     import torch
 
-    seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    batch = {"input_ids": ids, "attention_mask": mask, "margin": margin}
-    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+    from gristmill.align.scoring import collate_groups
+
+    batch = collate_groups([[p.chosen, p.rejected] for p in pairs], pad_id=pad_id, max_length=max_length,
+                           packed=packed, device=device)
+    batch["margin"] = torch.tensor([p.margin for p in pairs], dtype=torch.float32, device=device)
+    return batch
 
 
-def rewards(forward: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """(r_chosen, r_rejected), each (B,): the score head at each sequence's last non-pad token."""
-    r = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0]
-    n = r.shape[0] // 2
-    return r[:n], r[n:]
+def rewards(scorer: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """(r_chosen, r_rejected), each (B,): `scorer` (a scoring.SequenceScorer, maybe DDP-wrapped) on the batch."""
+    r = scorer(**{k: v for k, v in batch.items() if k != "margin"})  # (2B,): chosen, rejected of pair 0, ...
+    return r[0::2], r[1::2]
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -131,7 +131,9 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     from gristmill.align.batches import ItemBatches
     from gristmill.align.chat import pad_id
     from gristmill.align.losses import bradley_terry, reward_centering
+    from gristmill.align.layout import shared_prefix
     from gristmill.align.models import add_lora, load_reward_model, save_outputs
+    from gristmill.align.scoring import SequenceScorer
     from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
     from gristmill.pretrain import parallel
     from gristmill.pretrain.loop import train
@@ -149,8 +151,11 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     if not enc_train:
         raise AlignError("reward: no training pair left; add data or lower --set reward.data.eval_fraction")
     pad = pad_id(tok)
-    batches = ItemBatches(len(enc_train), lambda ids: collate_pairs([enc_train[i] for i in ids], pad_id=pad,
-                                                                     device=par.device),
+    def collate(items: list[EncodedPair]) -> dict[str, Any]:
+        return collate_pairs(items, pad_id=pad, packed=config.packing, max_length=config.max_length,
+                             device=par.device)
+
+    batches = ItemBatches(len(enc_train), lambda ids: collate([enc_train[i] for i in ids]),
                           seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
                           rank=par.rank, world_size=par.world_size)
     max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "reward")
@@ -162,7 +167,8 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
         model = add_lora(model, config.lora, task_type="SEQ_CLS", seed=config.seed)
     counts = count_params(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    forward = parallel.wrap(model, par, fsdp=False, compile=False)
+    scorer = SequenceScorer(model)
+    forward = parallel.wrap(scorer, par, fsdp=False, compile=False)
 
     def loss_fn(fwd: Any, batch: dict[str, Any]) -> tuple[Any, int]:
         rc, rr = rewards(fwd, batch)
@@ -178,7 +184,7 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
         rc_all: list[float] = []
         rr_all: list[float] = []
         for i in range(0, len(enc_eval), config.batch_size):
-            rc, rr = rewards(model, collate_pairs(enc_eval[i:i + config.batch_size], pad_id=pad, device=par.device))
+            rc, rr = rewards(scorer, collate(enc_eval[i:i + config.batch_size]))
             rc_all += rc.float().tolist()
             rr_all += rr.float().tolist()
         model.train(was)
@@ -224,11 +230,18 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
             "params": counts["params"],
             "trainable_params": trainable,
             "lora": config.lora.enabled,
+            "packing": config.packing,
+            "shared_prefix_fraction": sum(shared_prefix([p.chosen, p.rejected]) for p in enc_train)
+            / max(1, sum(len(p.chosen) + len(p.rejected) for p in enc_train)),
         }
         finish(out, m, files, _report(m, s.model_dir), st.events)
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -237,23 +250,24 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 
 def _report(m: Manifest, base: Path) -> str:
     mt = m.metrics
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     lines = [
         f"# reward {m.id}", "",
         f"Reward model from `{base}` ({mt['params']:,} parameters; {mt['trainable_params']:,} trained, "
         f"{'LoRA + score head' if mt['lora'] else 'full'}) on {mt['pairs_train']:,} preference pairs; "
         f"{mt['pairs_eval']:,} held out.", "",
         "| held-out metric | value |", "| --- | --- |",
-        f"| pairwise accuracy | {pct(mt.get('eval_accuracy'))} |",
+        f"| pairwise accuracy | {_pct(mt.get('eval_accuracy'))} |",
         f"| Bradley-Terry loss | {_fmt(mt.get('eval_loss'))} |",
         f"| mean margin r(chosen) - r(rejected) | {_fmt(mt.get('eval_margin'))} |",
         f"| reward mean / std | {_fmt(mt.get('reward_mean'))} / {_fmt(mt.get('reward_std'))} |",
         f"| length bias: Spearman(reward, response tokens) | {_fmt(mt.get('length_spearman'), '+.3f')} |",
         f"| accuracy where chosen is shorter ({mt.get('pairs_chosen_shorter', 0)} pairs) | "
-        f"{pct(mt.get('accuracy_chosen_shorter'))} |", "",
+        f"{_pct(mt.get('accuracy_chosen_shorter'))} |", "",
         f"Trained {mt['steps']:,} steps ({mt['epochs']:.2f} epochs) at {_fmt(mt['pairs_per_s'], ',.1f')} pairs/s; "
         f"final train loss {_fmt(mt['final_train_loss'])}; {mt['spikes_skipped']} spikes skipped, "
-        f"{mt['rollbacks']} rollbacks; {mt['truncated']} pairs truncated.", "",
+        f"{mt['rollbacks']} rollbacks; {mt['truncated']} pairs truncated; "
+        f"{'packed rows' if mt.get('packing') else 'one pair per row'}; each pair's shared prompt computed once, "
+        f"which saves {_pct(mt.get('shared_prefix_fraction'))} of the tokens.", "",
         "A reward that tracks length (Spearman far from 0, low accuracy where chosen is shorter) is what RL "
         "will exploit: check both before using this model for PPO.", "",
         "![loss, learning rate and gradient norm](training.png)", "",

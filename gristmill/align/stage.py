@@ -1,4 +1,4 @@
-"""The frame both align training stages run in: processes, the stage contract, the input model folder and its tokenizer."""
+"""The frame the align training stages run in: processes, the stage contract, the input model folder and its tokenizer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,15 +61,17 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
             "device": par.device.type, "world_size": par.world_size}
 
 
-def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, events: list[dict[str, Any]]) -> None:
-    """report.md, then the manifest listing the model files, metrics.jsonl, training.png and the report (written last)."""
+def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, events: list[dict[str, Any]], *,
+           plots: tuple[str, ...] = ()) -> None:
+    """report.md, then the manifest listing the model files, metrics.jsonl, training.png (and `plots`) and the
+    report (written last)."""
     from gristmill.manifests import atomic_write_text, output_record, write_manifest
 
     m.events = events
     atomic_write_text(out / "report.md", report)
     m.outputs = ([output_record(out, f, kind) for kind, fs in files.items() for f in fs]
-                 + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot"),
-                    output_record(out, "report.md", "report")])
+                 + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot")]
+                 + [output_record(out, f, "plot") for f in plots] + [output_record(out, "report.md", "report")])
     write_manifest(out, m)
 
 

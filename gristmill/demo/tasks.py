@@ -282,7 +282,7 @@ def sft_record(item: dict, rng: random.Random) -> dict:
 
 def preference_record(item: dict, rng: random.Random) -> dict:
     return {"prompt": render_prompt(item, rng), "chosen": good_response(item, rng),
-            "rejected": bad_response(item, rng)}
+            "rejected": bad_response(item, rng), "task": item["task"], "answer": item["answer"]}
 
 
 def prompt_record(item: dict, rng: random.Random) -> dict:

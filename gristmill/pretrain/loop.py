@@ -32,7 +32,9 @@ from gristmill.pretrain.spikes import SpikeDetector, SpikeError, Verdict
 
 # (model to call, one micro-batch) -> (loss summed over its units, number of units); the units are
 # supervised tokens or pairs, and their count must not depend on the weights (it is read off the labels)
-LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, torch.Tensor | int]"]
+# loss_fn(forward, micro_batch) -> (loss summed over its units, units) or (..., stats): stats maps names to
+# tensors summed over the same units (e.g. pairs ranked right); the loop logs train_<name> = their mean.
+LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, torch.Tensor | int] | tuple[Any, Any, dict]"]
 
 
 class BatchSource(Protocol):
@@ -197,15 +199,22 @@ def train(cfg: Any, model: torch.nn.Module, forward: torch.nn.Module, par: Paral
             # forward + backward over the micro-batches; gradients are reduced across ranks on the last one
             micro = hooks.batches(n, batches.micro_batches(st.cursor), detector.rollbacks)
             total = torch.zeros(2, dtype=torch.float64, device=par.device)  # (loss sum, units) of this rank
+            stat_names: list[str] = []
             for i, b in enumerate(micro):
                 with parallel.no_grad_sync(forward, skip=i < len(micro) - 1):
                     with autocast_for(par.device, cfg.dtype):
-                        loss_sum, count = loss_fn(forward, b)
+                        loss_sum, count, *more = loss_fn(forward, b)
                     loss_sum = hooks.loss(n, loss_sum, detector.rollbacks)
                     loss_sum.backward()
-                total += torch.stack([loss_sum.detach().double(), torch.as_tensor(count, dtype=torch.float64,
-                                                                                  device=par.device)])
-            total = parallel.sum_across(par, total)
+                step_units = [loss_sum.detach().double(), torch.as_tensor(count, dtype=torch.float64,
+                                                                          device=par.device)]
+                if more:  # every micro-batch reports the same stats, in the same order
+                    stat_names = list(more[0])
+                    step_units += [v.detach().double().reshape(()) for v in more[0].values()]
+                if len(total) < len(step_units):
+                    total = torch.cat([total, total.new_zeros(len(step_units) - len(total))])
+                total += torch.stack(step_units)
+            total = parallel.sum_across(par, total)  # one collective for the loss, the units and the stats
             # The gradients hold this rank's sum over its units, averaged over ranks by DDP / FSDP:
             # times world_size / (units on all ranks) makes them the mean over every unit of the step,
             # however unevenly the label masks split the units between micro-batches and ranks.
@@ -215,8 +224,8 @@ def train(cfg: Any, model: torch.nn.Module, forward: torch.nn.Module, par: Paral
                     p.grad.mul_(scale)
             norm = torch.nn.utils.clip_grad_norm_(params, o.clip if o.clip > 0 else float("inf"))
             loss_t = total[0] / total[1].clamp(min=1.0)
-            loss_v, norm_v, units = torch.stack([loss_t, parallel.grad_norm_value(norm).to(loss_t),
-                                                 total[1]]).tolist()  # one sync
+            head = torch.stack([loss_t, parallel.grad_norm_value(norm).to(loss_t), total[1]])
+            loss_v, norm_v, units, *stat_sums = torch.cat([head, total[2:]]).tolist()  # one sync
             units = int(units)
 
             # the spike ladder decides whether this update happens
@@ -228,6 +237,7 @@ def train(cfg: Any, model: torch.nn.Module, forward: torch.nn.Module, par: Paral
             steps_run, units_run, compute_s = steps_run + 1, units_run + units, compute_s + dt
             row: dict[str, Any] = {"step": n, "loss": loss_v, "lr": lr, "grad_norm": norm_v,
                                    f"{unit}_per_s": units / dt}
+            row |= {f"train_{k}": v / max(units, 1) for k, v in zip(stat_names, stat_sums)}
             if verdict.action != "ok":
                 event = _event(n, verdict, loss_v, norm_v)
                 st.events.append(event)

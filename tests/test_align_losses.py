@@ -1,0 +1,102 @@
+"""The preference losses, each against its formula written out by hand on fixed tensors (plain Python floats, not the code under test)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gristmill.align import losses as L
+
+PC = torch.tensor([-10.0, -4.0, -7.5, -20.0])  # policy log-probs of chosen (sums)
+PR = torch.tensor([-12.0, -3.0, -7.5, -2.0])   # ... of rejected
+RC = torch.tensor([-11.0, -4.5, -7.0, -19.0])  # reference
+RR = torch.tensor([-11.5, -3.5, -8.0, -2.5])
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x > -30 else x
+
+
+def rows(*ts):
+    return zip(*(t.tolist() for t in ts))
+
+
+def close(got: torch.Tensor, want: list[float]) -> None:
+    torch.testing.assert_close(got, torch.tensor(want, dtype=got.dtype), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_dpo_loss_is_the_sigmoid_of_the_log_ratio_difference(eps):
+    beta = 0.3
+    want = []
+    for pc, pr, rc, rr in rows(PC, PR, RC, RR):
+        h = (pc - rc) - (pr - rr)
+        want.append(-(1 - eps) * logsig(beta * h) - eps * logsig(-beta * h))
+    close(L.dpo_loss(PC, PR, RC, RR, beta=beta, label_smoothing=eps), want)
+    # at h = 0 plain DPO is log 2 whatever beta; it falls as the chosen side's log-ratio grows
+    assert L.dpo_loss(PC[:1], PC[:1], RC[:1], RC[:1], beta=5.0).item() == pytest.approx(math.log(2))
+    assert L.dpo_loss(PC[:1] + 1, PR[:1], RC[:1], RR[:1], beta=0.3) < L.dpo_loss(PC[:1], PR[:1], RC[:1], RR[:1], beta=0.3)
+
+
+def test_dpo_loss_equals_trl_sigmoid_form():
+    # TRL: logits = (pc - pr) - (rc - rr); loss = -logsigmoid(beta * logits)  (the same h, rearranged)
+    beta = 0.1
+    want = [-logsig(beta * ((pc - pr) - (rc - rr))) for pc, pr, rc, rr in rows(PC, PR, RC, RR)]
+    close(L.dpo_loss(PC, PR, RC, RR, beta=beta), want)
+
+
+def test_ipo_loss_is_the_squared_distance_to_half_over_beta():
+    beta = 0.5
+    want = [((pc - rc) - (pr - rr) - 1 / (2 * beta)) ** 2 for pc, pr, rc, rr in rows(PC, PR, RC, RR)]
+    close(L.ipo_loss(PC, PR, RC, RR, beta=beta), want)
+
+
+def test_simpo_loss_uses_no_reference_and_a_margin():
+    mc, mr = PC / 5, PR / 4  # per-token means
+    want = [-logsig(2.0 * (c - r) - 0.5) for c, r in rows(mc, mr)]
+    close(L.simpo_loss(mc, mr, beta=2.0, gamma=0.5), want)
+
+
+def test_orpo_loss_is_nll_plus_the_log_odds_ratio_term():
+    mc, mr = torch.tensor([-0.5, -2.0, -0.01]), torch.tensor([-1.5, -0.3, -0.02])
+    lam = 0.1
+    want = []
+    for c, r in rows(mc, mr):
+        odds = lambda m: math.log(math.exp(m) / (1 - math.exp(m)))  # noqa: E731
+        want.append(-c - lam * logsig(odds(c) - odds(r)))
+    close(L.orpo_loss(mc, mr, lam=lam), want)
+
+
+def test_rpo_loss_is_dpo_plus_alpha_times_the_chosen_nll():
+    mc = PC / 5
+    want = [-logsig(0.1 * ((pc - rc) - (pr - rr))) + 0.7 * -m for pc, pr, rc, rr, m in rows(PC, PR, RC, RR, mc)]
+    close(L.rpo_loss(PC, PR, RC, RR, mc, beta=0.1, alpha=0.7), want)
+
+
+def test_kto_loss_and_its_reference_point():
+    pol, ref = torch.tensor([-5.0, -6.0, -4.0, -9.0]), torch.tensor([-5.5, -5.0, -4.5, -8.0])
+    desirable = torch.tensor([True, False, True, False])
+    mism_p, mism_r = torch.tensor([-30.0, -28.0]), torch.tensor([-31.0, -28.4])
+    z0 = L.kto_reference_point(mism_p, mism_r)
+    assert z0.item() == pytest.approx(max(0.0, ((-30 + 31) + (-28 + 28.4)) / 2))
+    assert L.kto_reference_point(mism_r, mism_p).item() == 0.0  # a negative KL estimate is clamped to 0
+    beta, wd, wu = 0.2, 1.0, 1.5
+    want = [wd * (1 - sig(beta * ((p - r) - z0.item()))) if d else wu * (1 - sig(beta * (z0.item() - (p - r))))
+            for p, r, d in zip(pol.tolist(), ref.tolist(), desirable.tolist())]
+    close(L.kto_loss(pol, ref, desirable, z0, beta=beta, desirable_weight=wd, undesirable_weight=wu), want)
+
+
+def test_each_loss_pulls_the_chosen_side_up():
+    """One gradient step's sign: every loss lowers when the chosen log-prob rises (the rejected one fixed)."""
+    mc, mr = PC / 5, PR / 4
+    for fn in (lambda c: L.dpo_loss(c, PR, RC, RR, beta=0.1), lambda c: L.ipo_loss(c / 5, mr, RC / 5, RR / 4, beta=0.1),
+               lambda c: L.simpo_loss(c / 5, mr, beta=2.0, gamma=0.5), lambda c: L.orpo_loss((c / 40).clamp(max=-0.01), mr / 10, lam=0.1),
+               lambda c: L.rpo_loss(c, PR, RC, RR, c / 5, beta=0.1, alpha=1.0)):
+        c = PC.clone().requires_grad_(True)
+        fn(c).sum().backward()
+        assert (c.grad < 0).all()
