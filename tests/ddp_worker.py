@@ -1,4 +1,4 @@
-"""Run under torchrun by the DDP tests: one pretrain or sft run with a tiny config (JSON overrides) and optional faults."""
+"""Run under torchrun by the DDP tests: one pretrain, sft or dpo run with a tiny config (JSON overrides) and optional faults."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,13 @@ if __name__ == "__main__":
         from pretrain_helpers import tiny
 
         run_pretrain(tiny(**overrides), inputs, out, hooks=faults)
-    else:
+    elif stage == "sft":
         from align_helpers import sft_config
         from gristmill.align.sft import run_sft
 
         run_sft(sft_config(**overrides), inputs, out, hooks=faults)
+    else:
+        from align_helpers import dpo_config
+        from gristmill.align.dpo import run_dpo
+
+        run_dpo(dpo_config(**overrides), inputs, out, hooks=faults)

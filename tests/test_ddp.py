@@ -92,3 +92,28 @@ def test_sft_under_ddp_matches_one_process(tmp_path):
             else:
                 assert a[s][key] == pytest.approx(b[s][key], rel=2e-5, abs=1e-6), (s, key)
     assert read_manifest(tmp_path / "two").metrics["world_size"] == 2 and one.metrics["world_size"] == 1
+
+
+def test_dpo_under_ddp_matches_one_process(tmp_path):
+    """Two ranks of 2 pairs each = one process with 4 pairs, the reference log-probs computed once by rank 0
+    into the cache and read by both ranks."""
+    from align_helpers import dpo_config, pair_records, tiny_base, write_jsonl
+    from gristmill.align.dpo import run_dpo
+
+    base = tiny_base(tmp_path / "base")
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_records(60))
+    cfg = dict(max_steps=4, judge_prompts=0, checkpoint={"every": 2}, lora={"dropout": 0.0})
+    one = run_dpo(dpo_config(**cfg, batch_size=4), {"model": [base], "data": [data]}, tmp_path / "one")
+    two = launch("dpo", tmp_path / "two", cfg | {"batch_size": 2}, None, {"model": [str(base)], "data": [str(data)]})
+    finish(two)
+    a, b = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert sorted(a) == sorted(b) == list(range(1, 5))
+    for s in a:
+        for key in ("loss", "grad_norm", "train_accuracy", "train_margin", "eval_loss", "pairs"):
+            if a[s].get(key) is None:
+                assert b[s].get(key) is None, (s, key)
+            else:
+                assert a[s][key] == pytest.approx(b[s][key], rel=2e-5, abs=1e-6), (s, key)
+    m2 = read_manifest(tmp_path / "two")
+    assert m2.metrics["world_size"] == 2 and m2.metrics["reference"]["hit"]  # the cache of the one-process run
+    assert m2.metrics["reference"]["key"] == one.metrics["reference"]["key"]

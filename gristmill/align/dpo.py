@@ -10,10 +10,6 @@ from gristmill.align.config import DPOConfig
 from gristmill.align.data import Skipped
 from gristmill.manifests import Manifest, read_manifest
 
-# held-out metrics the loop logs at each evaluation (and the plot draws)
-EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_margin", "eval_logp_chosen", "eval_logp_rejected")
-
-
 def run_dpo(config: DPOConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
             hooks: Any = None) -> Manifest:
     """Train `inputs["model"][0]` (the SFT folder, also the reference) on `inputs["data"]` with `config.loss`.
