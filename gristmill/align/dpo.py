@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct
 from gristmill.align.config import DPOConfig
 from gristmill.align.data import Skipped
 from gristmill.manifests import Manifest, read_manifest
@@ -335,14 +335,6 @@ def plot_preferences(rows: list[dict[str, Any]], path: Path, *, title: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
 def _report(m: Manifest, base: Path) -> str:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct
 from gristmill.align.config import RewardConfig
 from gristmill.align.data import PreferencePair, Skipped, load_preferences
 from gristmill.manifests import Manifest, read_manifest
@@ -238,14 +238,6 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
-
-
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    return "n/a" if v is None else format(v, spec)
 
 
 def _report(m: Manifest, base: Path) -> str:

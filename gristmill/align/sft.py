@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct
 from gristmill.align.config import SFTConfig
 from gristmill.align.data import SFTExample, Skipped, load_sft
 from gristmill.manifests import Manifest, read_manifest
@@ -209,14 +209,6 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)
-
-
-def _fmt(v: Any, spec: str = ".4f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
 def _report(m: Manifest, base: Path) -> str:
