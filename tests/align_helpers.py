@@ -85,3 +85,18 @@ def dpo_config(**overrides: Any):
                 optim={"lr": 1e-2, "warmup_steps": 3}, checkpoint={"every": 10}, spike={"window": 8},
                 data={"eval_fraction": 0.2}, judge_prompts=8, samples=2, max_new_tokens=6)
     return build(DPOConfig, merged(base, overrides), section="dpo")
+
+
+def sft_chain(root: Path) -> Path:
+    """curate (fake) -> tokenize -> pretrain -> sft, all tiny, under `root`; returns the sft folder."""
+    from gristmill.align.sft import run_sft
+    from gristmill.pretrain.run import run_pretrain
+    from pretrain_helpers import make_tokens, tiny
+
+    tok = make_tokens(root / "tok")
+    base = root / "pretrain"
+    run_pretrain(tiny(max_steps=10, checkpoint={"every": 10}), {"data": [tok]}, base)
+    sft = root / "sft"
+    run_sft(sft_config(max_steps=6, eval_generate=0, samples=0), {"model": [base],
+            "data": [write_jsonl(root / "sft.jsonl", sft_records(80))]}, sft)
+    return sft

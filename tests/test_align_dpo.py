@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from align_helpers import dpo_config, pair_records, reward_config, sft_config, sft_records, write_jsonl
+from align_helpers import dpo_config, pair_records, reward_config, sft_chain, write_jsonl
 from faults import Killed, kill_at
 from gristmill.align import AlignError
 from gristmill.align.chat import IGNORE, Encoded
@@ -105,17 +105,9 @@ def test_reference_cache_reuses_equal_values_and_recomputes_on_a_changed_key(tmp
 def chain(tmp_path_factory):
     """curate (fake) -> tokenize -> pretrain -> sft -> reward -> dpo, all tiny."""
     from gristmill.align.reward import run_reward
-    from gristmill.align.sft import run_sft
-    from gristmill.pretrain.run import run_pretrain
-    from pretrain_helpers import make_tokens, tiny
 
     root = tmp_path_factory.mktemp("dpo")
-    tok = make_tokens(root / "tok")
-    base = root / "pretrain"
-    run_pretrain(tiny(max_steps=10, checkpoint={"every": 10}), {"data": [tok]}, base)
-    sft = root / "sft"
-    run_sft(sft_config(max_steps=6, eval_generate=0, samples=0), {"model": [base],
-            "data": [write_jsonl(root / "sft.jsonl", sft_records(80))]}, sft)
+    sft = sft_chain(root)
     pairs = write_jsonl(root / "pairs.jsonl", pair_records(200))
     rm = root / "reward"
     run_reward(reward_config(max_steps=20), {"model": [sft], "data": [pairs]}, rm)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from align_helpers import pair_records, reward_config, sft_config, sft_records, write_jsonl
+from align_helpers import pair_records, reward_config, sft_chain, write_jsonl
 from gristmill.align.losses import bradley_terry, reward_centering
 from gristmill.align.reward import EncodedPair, collate_pairs, pair_metrics, run_reward, spearman
 from gristmill.manifests import format_lineage, lineage, verify
@@ -46,17 +46,8 @@ def test_pair_metrics_count_length_bias():
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """curate (fake) -> tokenize -> pretrain -> sft -> reward, all tiny."""
-    from gristmill.align.sft import run_sft
-    from gristmill.pretrain.run import run_pretrain
-    from pretrain_helpers import make_tokens, tiny
-
     root = tmp_path_factory.mktemp("reward")
-    tok = make_tokens(root / "tok")
-    base = root / "pretrain"
-    run_pretrain(tiny(max_steps=10, checkpoint={"every": 10}), {"data": [tok]}, base)
-    sft = root / "sft"
-    run_sft(sft_config(max_steps=6, eval_generate=0, samples=0), {"model": [base],
-            "data": [write_jsonl(root / "sft.jsonl", sft_records(80))]}, sft)
+    sft = sft_chain(root)
     pairs = write_jsonl(root / "pairs.jsonl", pair_records(200))
     out = root / "reward"
     return sft, pairs, out, run_reward(reward_config(max_steps=30), {"model": [sft], "data": [pairs]}, out)
