@@ -1,7 +1,6 @@
 """Sequence scores from a reward model: groups of sequences laid out with their shared prefix once, scored at each one's last token."""
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
