@@ -1,4 +1,4 @@
-"""The preference losses, each against its formula written out by hand on fixed tensors (plain Python floats, not the code under test)."""
+"""The alignment losses, each against its formula written out by hand on fixed tensors (plain Python floats, not the code under test)."""
 from __future__ import annotations
 
 import math
@@ -100,3 +100,78 @@ def test_each_loss_pulls_the_chosen_side_up():
         c = PC.clone().requires_grad_(True)
         fn(c).sum().backward()
         assert (c.grad < 0).all()
+
+
+# ---- reinforcement learning pieces, against plain-Python references
+
+def test_kl_penalties_k1_and_k3():
+    logp, ref = torch.tensor([[-1.0, -2.0, -0.5]]), torch.tensor([[-1.5, -1.0, -0.5]])
+    close(L.kl_penalty(logp, ref, "k1")[0], [a - b for a, b in zip(logp[0].tolist(), ref[0].tolist())])
+    k3 = [math.exp(b - a) - 1 - (b - a) for a, b in zip(logp[0].tolist(), ref[0].tolist())]
+    close(L.kl_penalty(logp, ref, "k3")[0], k3)
+    assert (L.kl_penalty(logp, ref, "k3") >= 0).all()
+    with pytest.raises(ValueError, match="k1"):
+        L.kl_penalty(logp, ref, "k2")
+
+
+def test_gae_matches_the_backward_recursion_and_monte_carlo_at_lambda_1():
+    r = torch.tensor([[0.1, -0.2, 0.3, 1.0], [0.0, 0.5, 0.0, 0.0]])
+    v = torch.tensor([[0.5, 0.4, 0.2, 0.9], [0.1, 0.3, 0.7, 0.7]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    gamma, lam = 0.9, 0.8
+    adv, ret = L.gae(r, v, mask, gamma=gamma, lam=lam)
+    for b in range(2):
+        n = int(mask[b].sum())
+        want, running = [0.0] * 4, 0.0
+        for t in reversed(range(n)):
+            nv = v[b, t + 1].item() if t + 1 < n else 0.0
+            running = r[b, t].item() + gamma * nv - v[b, t].item() + gamma * lam * running
+            want[t] = running
+        close(adv[b], want)
+        close(ret[b], [want[t] + v[b, t].item() if t < n else 0.0 for t in range(4)])
+    adv1, _ = L.gae(r, v, mask, gamma=1.0, lam=1.0)  # λ = γ = 1: the return-to-go minus the value
+    for b in range(2):
+        n = int(mask[b].sum())
+        close(adv1[b][:n], [sum(r[b, t:n].tolist()) - v[b, t].item() for t in range(n)])
+
+
+def test_whiten_uses_only_masked_entries():
+    x, mask = torch.tensor([[1.0, 2.0, 100.0], [3.0, 4.0, -50.0]]), torch.tensor([[1, 1, 0], [1, 1, 0]])
+    w = L.whiten(x, mask)
+    vals = [1.0, 2.0, 3.0, 4.0]
+    mean, std = sum(vals) / 4, math.sqrt(sum((a - 2.5) ** 2 for a in vals) / 4)
+    close(w.flatten(), [(1 - mean) / std, (2 - mean) / std, 0.0, (3 - mean) / std, (4 - mean) / std, 0.0])
+    close(L.whiten(x, mask, shift_mean=False).flatten()[:2], [(1 - mean) / std + mean, (2 - mean) / std + mean])
+
+
+def test_group_advantages_grpo_and_rloo():
+    s = torch.tensor([1.0, 0.0, 0.0, 1.0, 3.0, 3.0, 3.0, 3.0])  # 2 prompts x k = 4
+    want = []
+    for g in (s[:4].tolist(), s[4:].tolist()):
+        mean = sum(g) / 4
+        std = math.sqrt(sum((a - mean) ** 2 for a in g) / 3)
+        want += [(a - mean) / (std + 1e-6) for a in g]
+    close(L.grpo_advantages(s, 4), want)
+    assert L.grpo_advantages(s, 4)[4:].abs().max() == 0  # equal scores teach nothing
+    loo = [a - (sum(g) - a) / 3 for g in (s[:4].tolist(), s[4:].tolist()) for a in g]
+    close(L.rloo_advantages(s, 4), loo)
+    with pytest.raises(ValueError, match="k >= 2"):
+        L.rloo_advantages(s, 1)
+
+
+def test_ppo_clipped_policy_and_value_losses():
+    old = torch.tensor([[-1.0, -1.0, -1.0, -1.0]])
+    logp = old + torch.tensor([[math.log(1.5), math.log(0.5), math.log(1.1), math.log(1.5)]])
+    adv = torch.tensor([[1.0, 1.0, -2.0, -1.0]])
+    loss, clipped = L.ppo_policy_loss(logp, old, adv, clip=0.2)
+    want = []
+    for ratio, a in zip((1.5, 0.5, 1.1, 1.5), adv[0].tolist()):
+        want.append(-min(ratio * a, min(max(ratio, 0.8), 1.2) * a))
+    close(loss[0], want)
+    assert clipped[0].tolist() == [1.0, 0.0, 0.0, 0.0]  # only the first is held back by the clip
+    v, v_old, ret = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.5, 0.5, 2.0]]), torch.tensor([[2.0, -1.0, 1.0]])
+    want_v = []
+    for a, o, R in zip(v[0].tolist(), v_old[0].tolist(), ret[0].tolist()):
+        c = o + min(max(a - o, -0.2), 0.2)
+        want_v.append(0.5 * max((a - R) ** 2, (c - R) ** 2))
+    close(L.ppo_value_loss(v, v_old, ret, clip=0.2)[0], want_v)

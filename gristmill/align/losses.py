@@ -1,4 +1,4 @@
-"""The alignment losses, one small function each: token NLL (SFT), Bradley-Terry (reward), DPO and its family (dpo, ipo, simpo, orpo, rpo, kto)."""
+"""The alignment losses, one small function each: token NLL (SFT), Bradley-Terry (reward), the DPO family, and the RL pieces (KL penalties, GAE, GRPO, RLOO, PPO clipping)."""
 from __future__ import annotations
 
 import torch
@@ -99,3 +99,88 @@ def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, z
     r = policy - ref
     return torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
                        undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))))
+
+
+# ------------------------------------------------------------------------------------------------
+# Reinforcement learning from a reward (issue 10's stage builds on these). Per-token tensors are
+# (B, T) over the response tokens, with `mask` 1 on real response tokens (a prefix of each row).
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(π || π_ref) from the log-probs of tokens sampled from π, (B, T):
+
+        k1 = log π - log π_ref                      (unbiased, can be negative)
+        k3 = exp(log π_ref - log π) - 1 - (log π_ref - log π)   (unbiased, >= 0, lower variance)"""
+    d = ref_logp - logp
+    if kind == "k1":
+        return -d
+    if kind == "k3":
+        return torch.expm1(d) - d
+    raise ValueError(f"kl kind {kind!r}: use 'k1' or 'k3'")
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (the mean added back when shift_mean=False); masked-out
+    entries come back as 0. Population std, as the statistic of a whole batch."""
+    m = mask.to(x.dtype)
+    n = m.sum().clamp(min=1)
+    mean = (x * m).sum() / n
+    var = (((x - mean) * m) ** 2).sum() / n
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return (out if shift_mean else out + mean) * m
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) per token, all (B, T):
+
+        δ_t = r_t + γ V_{t+1} - V_t   (V after a row's last response token = 0)
+        A_t = δ_t + γ λ A_{t+1}        returns_t = A_t + V_t
+
+    r_t is the per-token reward (the KL penalty, plus the score at the last token). Returns (A, returns),
+    0 outside the mask."""
+    m = mask.to(values.dtype)
+    r, v = rewards * m, values * m
+    adv = torch.zeros_like(v)
+    running = torch.zeros_like(v[:, 0])
+    for t in range(v.shape[1] - 1, -1, -1):  # T steps backwards; each a (B,) vector operation
+        next_v = v[:, t + 1] if t + 1 < v.shape[1] else torch.zeros_like(running)
+        delta = r[:, t] + gamma * next_v - v[:, t]
+        running = (delta + gamma * lam * running) * m[:, t]
+        adv[:, t] = running
+    return adv, (adv + v) * m
+
+
+def grpo_advantages(scores: torch.Tensor, k: int, *, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO (Shao et al. 2024): scores (N * k,), the k samples of each prompt contiguous; each sample's
+    advantage is (r - mean) / (std + eps) within its group (sample std; a group of equal scores gets 0)."""
+    g = scores.view(-1, k)
+    return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).view(-1)
+
+
+def rloo_advantages(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024): each sample's score minus the mean of the other k - 1 samples of its
+    prompt, = k / (k - 1) * (r - group mean). scores (N * k,), groups contiguous."""
+    if k < 2:
+        raise ValueError("rloo needs k >= 2 samples per prompt")
+    g = scores.view(-1, k)
+    return (g - (g.sum(1, keepdim=True) - g) / (k - 1)).view(-1)
+
+
+def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, *,
+                    clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped surrogate (Schulman et al. 2017) per token, (B, T):
+
+        ratio = exp(log π - log π_old);  loss = -min(ratio A, clip(ratio, 1 - ε, 1 + ε) A)
+
+    and the per-token indicator that clipping was active (for the clip fraction)."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped, clipped = ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages
+    return -torch.minimum(unclipped, clipped), (clipped < unclipped).float()
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *,
+                   clip: float = 0.2) -> torch.Tensor:
+    """The clipped value loss per token, (B, T): 0.5 max((V - R)^2, (V_old + clip(V - V_old, ±ε) - R)^2)."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
