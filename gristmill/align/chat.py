@@ -184,6 +184,12 @@ def encode_chat(tokenizer: Any, messages: list[dict], *, max_length: int, where:
     return Encoded(input_ids=cut_ids, labels=labels, truncated=len(cut_ids) < len(ids))
 
 
+def stop_ids(tok: Any) -> list[int]:
+    """The tokens that end a response: eos and ChatML's end of turn, where the vocabulary has them."""
+    return sorted({t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
+                   if isinstance(t, int) and t >= 0 and t != tok.unk_token_id})
+
+
 def encode_prompt(tokenizer: Any, messages: list[dict], *, max_length: int) -> list[int]:
     """The conversation so far plus the assistant header, for generation; its last max_length tokens."""
     ids = _encode(tokenizer, _render(tokenizer, messages, add_generation_prompt=True))

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from gristmill.align.chat import encode_prompt, pad_id
+from gristmill.align.chat import encode_prompt, pad_id, stop_ids
 
 
 @torch.no_grad()
@@ -20,8 +20,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], *, max_new_t
     was_training = model.training
     model.eval()
     pad = pad_id(tokenizer)
-    stop = sorted({t for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
-                   if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id})
+    stop = stop_ids(tokenizer)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         encoded = [encode_prompt(tokenizer, p, max_length=max_length) for p in prompts[i:i + batch_size]]

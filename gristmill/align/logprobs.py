@@ -57,11 +57,12 @@ def _parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 class TokenLogps(torch.nn.Module):
     """A causal LM's forward as one module (so DDP wraps exactly this call): (N,) fp32 log-probs of the
-    batch's targets, the head run only at the N positions that predict them (not (R, T, V))."""
+    batch's targets, the head run only at the N positions that predict them (not (R, T, V)); at a sampling
+    temperature other than 1 (RL), of log_softmax(logits / temperature)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, *, temperature: float = 1.0) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.temperature = model, temperature
         _parts(model)  # fail at construction, not at the first step
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -70,7 +71,7 @@ class TokenLogps(torch.nn.Module):
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state  # (R, T, H)
         logits = head(hidden.flatten(0, 1)[pos])  # (N, V)
-        return -F.cross_entropy(logits.float(), target, reduction="none")  # (N,), log-softmax in fp32
+        return -F.cross_entropy(logits.float() / self.temperature, target, reduction="none")  # (N,), in fp32
 
 
 def sequence_logps(module: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

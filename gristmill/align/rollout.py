@@ -1,0 +1,83 @@
+"""Rollouts for RL: k sampled responses per chat prompt with their sampling log-probs, and the check that the training forward recomputes them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gristmill.align import AlignError
+from gristmill.align.chat import IGNORE, Encoded, encode_prompt, pad_id, stop_ids
+
+
+@dataclass
+class Rollout:
+    """Samples in prompt order, the k samples of a prompt contiguous."""
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]  # the sampled tokens, through the end token when one was sampled
+    logps: list[list[float]]  # log π(token) at the sampling temperature, one per response token
+    finished: list[bool]  # False: hit max_new_tokens without an end token
+
+    def groups(self, k: int) -> list[list[Encoded]]:
+        """Each prompt's k samples as one group for layout/logprobs: the prompt shared, the responses labelled."""
+        seqs = [Encoded(p + r, [IGNORE] * len(p) + r) for p, r in zip(self.prompt_ids, self.response_ids)]
+        return [seqs[i:i + k] for i in range(0, len(seqs), k)]
+
+
+@torch.no_grad()
+def sample(model: Any, tok: Any, prompts: list[list[dict]], *, k: int, max_new_tokens: int, max_length: int,
+           temperature: float, top_p: float, seed: int, device: torch.device | str,
+           batch_size: int = 16) -> Rollout:
+    """k samples for each chat prompt (left-padded batches, KV cache), from an RNG forked and seeded with
+    `seed` + batch index, so the caller's random state is untouched and a resumed run samples the same.
+
+    The log-probs are of the model's own distribution at `temperature` (log_softmax(logits / T)), read
+    from the raw logits generate returns, not from its top-p-truncated scores: they are what the training
+    forward recomputes."""
+    was = model.training
+    model.eval()
+    pad, stops = pad_id(tok), stop_ids(tok)
+    encoded = [encode_prompt(tok, p, max_length=max_length) for p in prompts for _ in range(k)]
+    out = Rollout([], [], [], [])
+    for i in range(0, len(encoded), batch_size):
+        rows = encoded[i:i + batch_size]
+        width = max(len(e) for e in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, e in enumerate(rows):
+            ids[r, width - len(e):], mask[r, width - len(e):] = torch.tensor(e), 1
+        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+            torch.manual_seed(seed + i)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                 temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+                                 eos_token_id=stops or None, pad_token_id=pad, output_logits=True,
+                                 return_dict_in_generate=True)
+        new = gen.sequences[:, width:].cpu()  # (B, S)
+        logp = torch.stack(gen.logits, 1).float().div(temperature).log_softmax(-1).cpu()  # (B, S, V)
+        tok_logp = logp.gather(-1, new[..., None])[..., 0]  # (B, S)
+        for r, e in enumerate(rows):
+            seq = new[r].tolist()
+            end = next((j + 1 for j, t in enumerate(seq) if t in stops), None)
+            n = end if end is not None else len(seq)
+            out.prompt_ids.append(list(e))
+            out.response_ids.append(seq[:n])
+            out.logps.append(tok_logp[r, :n].tolist())
+            out.finished.append(end is not None)
+    model.train(was)
+    return out
+
+
+def check_recomputed(sampled: list[list[float]], recomputed: torch.Tensor, *, tol: float) -> float:
+    """The largest |sampling log-prob - training-forward log-prob| over every response token; above `tol`
+    an AlignError that says why it matters: the policy ratio of the first PPO epoch would not start at 1,
+    so clipping and the KL estimate would act on a numerical difference, not on learning (a mismatched
+    padding side, position ids, dtype or attention implementation between generate and the forward)."""
+    flat = torch.tensor([x for row in sampled for x in row], dtype=torch.float32)
+    if flat.shape != recomputed.shape:
+        raise AlignError(f"{flat.numel()} sampled log-probs but {recomputed.numel()} recomputed ones")
+    worst = (flat - recomputed.float().cpu()).abs().max().item() if flat.numel() else 0.0
+    if worst > tol:
+        raise AlignError(f"the training forward recomputes the sampled tokens' log-probs up to {worst:.2e} apart "
+                         f"(tolerance {tol:.0e}): generation and training do not compute the same model; check "
+                         "the dtype, the attention implementation and the padding of both")
+    return worst
