@@ -42,12 +42,6 @@ def checked_accuracy(prompts: list[HeldOutPrompt], answers: list[str]) -> tuple[
     return sum(answer_correct(p, a) for p, a in pairs) / len(pairs), len(pairs)
 
 
-def render_ids(tok: Any, messages: list[dict], max_length: int) -> list[int]:
-    """A whole conversation in `tok`'s chat template, its last max_length tokens (an empty reply included)."""
-    ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    return list(ids)[-max_length:]
-
-
 @torch.no_grad()
 def reward_verdict(rm_dir: Path, prompts: list[HeldOutPrompt], before: list[str], after: list[str], *,
                    max_length: int, device: torch.device, batch_size: int = 8) -> dict[str, Any]:
@@ -58,19 +52,14 @@ def reward_verdict(rm_dir: Path, prompts: list[HeldOutPrompt], before: list[str]
     no more tokens than the old one, so that a win bought with length shows as such."""
     from gristmill.align.chat import pad_id
     from gristmill.align.models import load_reward_model, load_tokenizer
-    from gristmill.align.scoring import SequenceScorer, collate_groups
+    from gristmill.align.rewards import model_rewards
+    from gristmill.align.scoring import SequenceScorer
 
     tok = load_tokenizer(rm_dir)
-    rm = load_reward_model(rm_dir, pad=pad_id(tok), seed=0).to(device).eval()
-    scorer = SequenceScorer(rm)
-    groups = [[render_ids(tok, p.messages + [{"role": "assistant", "content": a}], max_length)
-               for a in (b, n)] for p, b, n in zip(prompts, before, after)]
-    scores: list[float] = []
-    for i in range(0, len(groups), batch_size):
-        batch = collate_groups(groups[i:i + batch_size], pad_id=pad_id(tok), max_length=max_length, packed=True,
-                               device=device)
-        scores += scorer(**batch).tolist()
-    r_before, r_after = scores[0::2], scores[1::2]
+    scorer = SequenceScorer(load_reward_model(rm_dir, pad=pad_id(tok), seed=0).to(device).eval())
+    scores = model_rewards(scorer, tok, [p.messages for p in prompts], [[b, n] for b, n in zip(before, after)],
+                           max_length=max_length, device=device, batch_size=batch_size)
+    r_before, r_after = [s[0] for s in scores], [s[1] for s in scores]
     length = [(len(tok(b)["input_ids"]), len(tok(n)["input_ids"])) for b, n in zip(before, after)]
     win = [1.0 if a > b else 0.5 if a == b else 0.0 for b, a in zip(r_before, r_after)]
     not_longer = [w for w, (lb, la) in zip(win, length) if la <= lb]
