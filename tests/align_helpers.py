@@ -100,3 +100,22 @@ def sft_chain(root: Path) -> Path:
     run_sft(sft_config(max_steps=6, eval_generate=0, samples=0), {"model": [base],
             "data": [write_jsonl(root / "sft.jsonl", sft_records(80))]}, sft)
     return sft
+
+
+def retemplated_copy(src: Path, dst: Path) -> Path:
+    """A copy of a finished sft folder whose chat template differs by one space, its manifest re-recording
+    the file's hash: the files verify, but the template is not the one the stage recorded."""
+    import shutil
+
+    from gristmill.manifests import output_record, read_manifest, write_manifest
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg_path = dst / "model" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["chat_template"] = cfg["chat_template"].replace("<|im_start|>", "<|im_start|> ")
+    cfg_path.write_text(json.dumps(cfg))
+    man = read_manifest(dst)
+    man.outputs = [output_record(dst, o.path, o.kind) if o.path == "model/tokenizer_config.json" else o
+                   for o in man.outputs]
+    write_manifest(dst, man)
+    return dst

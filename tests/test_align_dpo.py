@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import copy
-import json
 import random
 
 import pytest
 import torch
 
-from align_helpers import dpo_config, pair_records, reward_config, sft_chain, write_jsonl
+from align_helpers import dpo_config, pair_records, retemplated_copy, reward_config, sft_chain, write_jsonl
 from faults import Killed, kill_at
 from gristmill.align import AlignError
 from gristmill.align.chat import IGNORE, Encoded
@@ -171,23 +170,10 @@ def test_kto_trains_from_unpaired_examples(chain, tmp_path):
 
 
 def test_bad_settings_and_a_changed_template_are_refused(chain, tmp_path):
-    import shutil
-
-    from gristmill.manifests import output_record, read_manifest, write_manifest
-
     root, sft, pairs, _, _, _ = chain
     with pytest.raises(ValueError, match="dpo.reference=adapter needs LoRA"):
         dpo_config(reference="adapter", lora={"enabled": False})
-    copy_dir = tmp_path / "sft"
-    shutil.copytree(sft, copy_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    cfg_path = copy_dir / "model" / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["chat_template"] = cfg["chat_template"].replace("<|im_start|>", "<|im_start|> ")
-    cfg_path.write_text(json.dumps(cfg))
-    man = read_manifest(copy_dir)
-    man.outputs = [output_record(copy_dir, o.path, o.kind) if o.path == "model/tokenizer_config.json" else o
-                   for o in man.outputs]
-    write_manifest(copy_dir, man)
+    copy_dir = retemplated_copy(sft, tmp_path / "sft")
     with pytest.raises(AlignError) as err:
         run_dpo(dpo_config(), {"model": [copy_dir], "data": [pairs]}, tmp_path / "out")
     assert str(copy_dir) in str(err.value) and "manifest.json" in str(err.value)

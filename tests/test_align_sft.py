@@ -1,7 +1,6 @@
 """The sft stage end to end on a tiny model: eval loss falls, the merged folder and the adapter load, resume is exact, templates are checked."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from align_helpers import sft_config, sft_records, tiny_base, write_jsonl
 from faults import Killed, kill_at
 from gristmill.align import AlignError
 from gristmill.align.sft import run_sft
-from gristmill.manifests import read_manifest, verify
+from gristmill.manifests import verify
 from pretrain_helpers import rows
 
 
@@ -102,24 +101,12 @@ def test_bad_settings_fail_early_naming_the_field(base, tmp_path):
 
 
 def test_a_model_whose_template_differs_from_its_manifest_is_refused(trained, tmp_path):
-    import shutil
-
-    from align_helpers import pair_records, reward_config
+    from align_helpers import pair_records, retemplated_copy, reward_config
     from gristmill.align.reward import run_reward
-    from gristmill.manifests import output_record, write_manifest
 
     out, m = trained
-    copy = tmp_path / "sft"
-    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    cfg_path = copy / "model" / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["chat_template"] = cfg["chat_template"].replace("<|im_start|>", "<|im_start|> ")
-    cfg_path.write_text(json.dumps(cfg))
     # a careful user re-records the hash: the files verify, but the template is not the one SFT trained with
-    man = read_manifest(copy)
-    man.outputs = [output_record(copy, o.path, o.kind) if o.path == "model/tokenizer_config.json" else o
-                   for o in man.outputs]
-    write_manifest(copy, man)
+    copy = retemplated_copy(out, tmp_path / "sft")
     assert verify(copy) == []
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_records(40))
     with pytest.raises(AlignError) as err:

@@ -14,3 +14,12 @@ def fmt(v: object, spec: str = ".4f") -> str:
 def pct(v: object) -> str:
     """A report cell: a fraction as a percentage, or n/a."""
     return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def samples_table(samples: list[dict], before: str, after: str) -> list[str]:
+    """report.md lines: a markdown table of held-out prompts and the answers before and after training."""
+    if not samples:
+        return []
+    cell = lambda t: " ".join(str(t).split()).replace("|", "\\|")[:200]  # noqa: E731 - one table row cell
+    return (["## Samples (held-out prompts, greedy)", "", f"| prompt | {before} | {after} |", "| --- | --- | --- |"]
+            + [f"| {cell(x['prompt'])} | {cell(x['before'])} | {cell(x['after'])} |" for x in samples] + [""])

@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError, fmt as _fmt, pct as _pct
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
 from gristmill.align.config import DPOConfig
 from gristmill.align.data import Skipped
 from gristmill.manifests import Manifest, read_manifest
@@ -384,11 +384,7 @@ def _report(m: Manifest, base: Path) -> str:
         "A falling log-prob of the *chosen* answers (right panel) is the known failure of plain DPO: both answers "
         "lose probability and the margin grows anyway; `--set dpo.loss=rpo` adds an NLL term against it.", "",
     ]
-    if mt["samples"]:
-        lines += ["## Samples (held-out prompts, greedy)", "", "| prompt | SFT | this model |", "| --- | --- | --- |"]
-        cell = lambda t: " ".join(str(t).split()).replace("|", "\\|")[:200]  # noqa: E731
-        lines += [f"| {cell(x['prompt'])} | {cell(x['before'])} | {cell(x['after'])} |" for x in mt["samples"]]
-        lines.append("")
+    lines += samples_table(mt["samples"], "SFT", "this model")
     lines += ["`model/` is the merged model (`AutoModelForCausalLM.from_pretrained`); `adapter/` the LoRA adapter "
               "alone; `metrics.jsonl` the per-step log with train_* and eval_* columns.", ""]
     return "\n".join(lines)

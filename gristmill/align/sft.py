@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError, fmt as _fmt, pct as _pct
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
 from gristmill.align.config import SFTConfig
 from gristmill.align.data import SFTExample, Skipped, load_sft
 from gristmill.manifests import Manifest, read_manifest
@@ -233,11 +233,7 @@ def _report(m: Manifest, base: Path) -> str:
         f"| spikes skipped / rollbacks | {mt['spikes_skipped']} / {mt['rollbacks']} |", "",
         "![loss, learning rate and gradient norm](training.png)", "",
     ]
-    if mt["samples"]:
-        lines += ["## Samples (held-out prompts, greedy)", "", "| prompt | before | after |", "| --- | --- | --- |"]
-        cell = lambda t: " ".join(str(t).split()).replace("|", "\\|")[:200]  # noqa: E731
-        lines += [f"| {cell(x['prompt'])} | {cell(x['before'])} | {cell(x['after'])} |" for x in mt["samples"]]
-        lines.append("")
+    lines += samples_table(mt["samples"], "before", "after")
     lines += ["`model/` is the merged model (loads with `AutoModelForCausalLM.from_pretrained`); `adapter/` the LoRA "
               "adapter alone (peft format); `metrics.jsonl` the per-step log.", ""]
     return "\n".join(lines)
