@@ -20,11 +20,8 @@ def run_reward(config: RewardConfig, inputs: dict[str, list[Path]], out_dir: Pat
     """
     from gristmill.pretrain import parallel
 
-    par = parallel.setup(config.device)
-    try:
+    with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
-    finally:
-        parallel.teardown(par)
 
 
 @dataclasses.dataclass

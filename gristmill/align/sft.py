@@ -21,11 +21,8 @@ def run_sft(config: SFTConfig, inputs: dict[str, list[Path]], out_dir: Path, *, 
     """
     from gristmill.pretrain import parallel
 
-    par = parallel.setup(config.device)
-    try:
+    with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
-    finally:
-        parallel.teardown(par)
 
 
 def encode_examples(tok: Any, examples: list[SFTExample], config: SFTConfig) -> tuple[list[Any], list[Skipped]]:

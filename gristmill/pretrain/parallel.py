@@ -57,6 +57,19 @@ def teardown(par: Parallel) -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def session(device: str = "auto") -> Iterator[Parallel]:
+    """setup() ... teardown(), with a barrier on a clean exit: a rank that tore its gloo pairs down
+    while another still finished its last broadcast made that one abort ("terminate called without
+    an active exception", seen in CI). On an error the barrier is skipped (the others may be gone)."""
+    par = setup(device)
+    try:
+        yield par
+        barrier(par)
+    finally:
+        teardown(par)
+
+
 def barrier(par: Parallel) -> None:
     if par.distributed:
         dist.barrier()

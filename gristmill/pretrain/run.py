@@ -22,11 +22,8 @@ def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir:
     """
     from gristmill.pretrain import parallel
 
-    par = parallel.setup(config.device)
-    try:
+    with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
-    finally:
-        parallel.teardown(par)
 
 
 def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool,
