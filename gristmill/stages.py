@@ -139,11 +139,16 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="a reward model folder that judges the SFT model's and the new model's answers")),
         config="gristmill.align.config:DPOConfig", run="gristmill.align.dpo:run_dpo", issue=9),
     StageSpec(
-        name="ppo", help="SFT model + reward model + prompts -> aligned model (PPO)", group="align",
+        name="ppo", help="SFT model + prompts + reward model or checker -> aligned model (PPO, GRPO, RLOO)",
+        group="align",
         roles=(Role("model", "--model", accepts=("sft", RAW), help="the SFT model folder (policy and reference)"),
-               Role("reward", "--reward", accepts=("reward",), help="the reward model folder"),
-               Role("data", "--data", accepts=(RAW,), many=True, help="prompt JSONL: {prompt}")),
-        config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo"),
+               Role("data", "--data", accepts=(RAW,), many=True,
+                    help="prompt JSONL / JSON: {prompt} or {messages}, optional answer / task; or HH / preference records"),
+               Role("eval", "--eval", accepts=(RAW,), many=True, required=False,
+                    help="held-out prompts; default: a stable hash split of --data (ppo.data.eval_fraction)"),
+               Role("reward", "--reward", accepts=("reward",), required=False,
+                    help="the reward model folder (ppo.reward=model); it also judges the before / after")),
+        config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo", issue=10),
 )
 
 

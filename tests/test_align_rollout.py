@@ -63,3 +63,25 @@ def test_the_training_forward_recomputes_the_sampling_log_probs(policy):
                                                            "target")})
     with pytest.raises(AlignError, match="recomputes the sampled tokens' log-probs"):
         check_recomputed(r.logps, wrong, tol=1e-4)
+
+
+@pytest.mark.parametrize("perturb", ["weights", "temperature", "bf16"])
+def test_the_check_refuses_a_forward_that_computes_another_model(policy, perturb):
+    model, tok = policy
+    r = draw(policy)
+    batch = collate_logps(r.groups(2), pad_id=pad_id(tok), max_length=128, packed=True)
+    args = {k: batch[k] for k in ("input_ids", "position_ids", "attention_mask", "pos", "target")}
+    import copy
+
+    other = model
+    if perturb == "weights":  # e.g. a stale copy of the policy, or dropout left on
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            other.model.layers[0].mlp.down_proj.weight.mul_(1.05)
+    elif perturb == "bf16":  # training in another dtype than sampling
+        other = copy.deepcopy(model).to(torch.bfloat16)
+    temperature = 1.0 if perturb == "temperature" else 0.7
+    with torch.no_grad():
+        token = TokenLogps(other, temperature=temperature)(**args)
+    with pytest.raises(AlignError, match="generation and training do not compute the same model"):
+        check_recomputed(r.logps, token, tol=1e-4)

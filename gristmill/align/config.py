@@ -1,4 +1,4 @@
-"""SFTConfig, RewardConfig and DPOConfig: every setting of the sft, reward and dpo stages, with the LoRA section they share."""
+"""SFTConfig, RewardConfig, DPOConfig and PPOConfig: every setting of the align stages, with the LoRA section they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -185,3 +185,108 @@ class DPOConfig(_TrainingStage):
     @property
     def uses_reference(self) -> bool:
         return self.loss not in ("simpo", "orpo")
+
+
+@dataclass(kw_only=True)
+class PPOConfig:
+    """RL from a reward: `[ppo]`. Each iteration samples `prompts_per_iteration` x `samples` responses,
+    scores them, estimates advantages and takes `ppo_epochs` passes of minibatch updates over them."""
+
+    #: reading the prompt files, the eval split, malformed records
+    data: DataConfig = field(default_factory=DataConfig)
+    #: LoRA adapters on the policy (reference = adapters off) and on the value model; enabled=false trains
+    #: every policy weight and keeps a frozen copy of the SFT model as the reference
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    #: gae = PPO with a value model; grpo = group-normalised scores, no value model; rloo = leave-one-out baseline
+    advantage: Literal["gae", "grpo", "rloo"] = "gae"
+    #: model = the reward model's score (--reward); check = 1/0 by the prompt's `answer`; model+check = both
+    reward: Literal["model", "check", "model+check"] = "model"
+    #: weight of the checker's 1/0 when reward=model+check (the reward model's score has weight 1)
+    check_weight: float = 1.0
+    #: subtracted from the score of a response cut at max_new_tokens without an end token
+    unfinished_penalty: float = 1.0
+    #: whiten the scores over each iteration's samples (after the penalty) before the KL term
+    score_whiten: bool = False
+    #: clip scores to [-score_clip, score_clip] after whitening; 0 = no clipping
+    score_clip: float = 0.0
+    #: optimisation iterations (each: rollouts, scoring, ppo_epochs passes of updates)
+    iterations: int = 20
+    #: prompts per iteration
+    prompts_per_iteration: int = 8
+    #: responses sampled per prompt (grpo / rloo need at least 2)
+    samples: int = 1
+    #: responses per minibatch update (a multiple of `samples`: a prompt's responses stay together)
+    minibatch_size: int = 8
+    #: passes over each iteration's responses
+    ppo_epochs: int = 2
+    #: sampling temperature (log-probs are of the policy at this temperature, in sampling and training)
+    temperature: float = 1.0
+    #: nucleus sampling mass
+    top_p: float = 1.0
+    #: response length limit in tokens
+    max_new_tokens: int = 48
+    #: prompt + response tokens; prompts lose their start to fit max_length - max_new_tokens
+    max_length: int = 512
+    #: PPO's clipping range ε of the policy ratio
+    clip: float = 0.2
+    #: clipping range of the value update around the old values
+    value_clip: float = 0.2
+    #: weight of the value loss next to the policy loss
+    vf_coef: float = 0.5
+    #: weight of the entropy bonus (0 = none; entropy is measured either way)
+    entropy_coef: float = 0.0
+    #: GAE discount and trace decay
+    gamma: float = 1.0
+    lam: float = 0.95
+    #: KL to the reference: gae / rloo put it into the reward (kl_estimator per token); grpo adds
+    #: kl_coef * k3 to the loss. 0 = no KL term (it is still measured)
+    kl_coef: float = 0.05
+    #: per-token estimator in the reward: k1 = log π - log π_ref, k3 = the non-negative one
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    #: adaptive KL controller (Ziegler et al. 2019): steer kl_coef toward target_kl (nats per response); 0 = fixed
+    target_kl: float = 0.0
+    #: horizon (in responses) of the adaptive controller
+    kl_horizon: int = 10000
+    #: token = every response token weighs the same in a minibatch; sequence = every response weighs the
+    #: same (its tokens averaged first)
+    loss_average: Literal["token", "sequence"] = "token"
+    #: whiten advantages over each iteration (gae; grpo and rloo are already centred per prompt)
+    whiten_advantages: bool = True
+    #: largest |sampling - training| log-prob allowed for a token of the rollouts (checked every iteration)
+    logp_tolerance: float = 1e-3
+    #: AdamW and the warmup-cosine LR over iterations (policy and value adapters)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=0, weight_decay=0.0,
+                                                                   beta2=0.999, min_lr_ratio=1.0))
+    #: checkpoint interval (in iterations) and retention
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=10))
+    #: held-out prompts answered (greedy) by the SFT model and the trained one: reward-model win rate,
+    #: checkable-task accuracy, KL to the SFT model; 0 = none
+    judge_prompts: int = 64
+    #: sample answers (before / after) shown in report.md
+    samples_shown: int = 4
+    #: base seed: adapter and value head init, sampling and minibatch order derive from it
+    seed: int = 0
+    #: where to train: auto = CUDA when available, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "prompts_per_iteration", "samples", "minibatch_size", "ppo_epochs",
+                     "max_new_tokens", "max_length", "kl_horizon"):
+            _need(getattr(self, name) >= 1, f"ppo.{name}={getattr(self, name)} must be at least 1")
+        for name in ("check_weight", "unfinished_penalty", "score_clip", "vf_coef", "entropy_coef", "kl_coef",
+                     "target_kl", "judge_prompts", "samples_shown"):
+            _need(getattr(self, name) >= 0, f"ppo.{name}={getattr(self, name)} is negative; use 0 or more")
+        _need(self.temperature > 0, f"ppo.temperature={self.temperature} must be positive (e.g. 1.0)")
+        _need(0 < self.top_p <= 1, f"ppo.top_p={self.top_p} must be within (0, 1]")
+        _need(0 < self.clip < 1 and self.value_clip > 0, "ppo.clip must be within (0, 1) and ppo.value_clip positive")
+        _need(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "ppo.gamma and ppo.lam must be within [0, 1]")
+        _need(self.max_new_tokens < self.max_length,
+              f"ppo.max_new_tokens={self.max_new_tokens} leaves no room for the prompt in ppo.max_length="
+              f"{self.max_length}; raise max_length or lower max_new_tokens")
+        _need(self.advantage == "gae" or self.samples >= 2,
+              f"ppo.advantage={self.advantage} compares the samples of a prompt: set ppo.samples to 2 or more (e.g. 4)")
+        _need(self.minibatch_size % self.samples == 0,
+              f"ppo.minibatch_size={self.minibatch_size} must be a multiple of ppo.samples={self.samples}")
+        _need(self.minibatch_size <= self.prompts_per_iteration * self.samples,
+              f"ppo.minibatch_size={self.minibatch_size} exceeds the {self.prompts_per_iteration * self.samples} "
+              "responses of an iteration (prompts_per_iteration x samples)")

@@ -52,11 +52,20 @@ def reward_verdict(rm_dir: Path, prompts: list[HeldOutPrompt], before: list[str]
     no more tokens than the old one, so that a win bought with length shows as such."""
     from gristmill.align.chat import pad_id
     from gristmill.align.models import load_reward_model, load_tokenizer
-    from gristmill.align.rewards import model_rewards
     from gristmill.align.scoring import SequenceScorer
 
     tok = load_tokenizer(rm_dir)
     scorer = SequenceScorer(load_reward_model(rm_dir, pad=pad_id(tok), seed=0).to(device).eval())
+    return judge_with(scorer, tok, prompts, before, after, max_length=max_length, device=device,
+                      batch_size=batch_size)
+
+
+@torch.no_grad()
+def judge_with(scorer: Any, tok: Any, prompts: list[HeldOutPrompt], before: list[str], after: list[str], *,
+               max_length: int, device: torch.device, batch_size: int = 8) -> dict[str, Any]:
+    """reward_verdict with a reward model already loaded (`scorer`: a SequenceScorer; `tok`: its tokenizer)."""
+    from gristmill.align.rewards import model_rewards
+
     scores = model_rewards(scorer, tok, [p.messages for p in prompts], [[b, n] for b, n in zip(before, after)],
                            max_length=max_length, device=device, batch_size=batch_size)
     r_before, r_after = [s[0] for s in scores], [s[1] for s in scores]

@@ -66,12 +66,17 @@ class TokenLogps(torch.nn.Module):
         _parts(model)  # fail at construction, not at the first step
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                pos: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                pos: torch.Tensor, target: torch.Tensor, with_entropy: bool = False) -> Any:
+        """(N,) log-probs; with_entropy: also (N,) entropies of the distributions they come from (nats)."""
         decoder, head = _parts(self.model)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state  # (R, T, H)
-        logits = head(hidden.flatten(0, 1)[pos])  # (N, V)
-        return -F.cross_entropy(logits.float() / self.temperature, target, reduction="none")  # (N,), in fp32
+        logits = head(hidden.flatten(0, 1)[pos]).float() / self.temperature  # (N, V), fp32
+        logp = -F.cross_entropy(logits, target, reduction="none")  # (N,)
+        if not with_entropy:
+            return logp
+        lsm = logits.log_softmax(-1)
+        return logp, -(lsm.exp() * lsm).sum(-1)
 
 
 def sequence_logps(module: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,15 +62,16 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
 
 
 def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, events: list[dict[str, Any]], *,
-           plots: tuple[str, ...] = ()) -> None:
-    """report.md, then the manifest listing the model files, metrics.jsonl, training.png (and `plots`) and the
-    report (written last)."""
+           plots: tuple[str, ...] = (), training_plot: bool = True) -> None:
+    """report.md, then the manifest listing the model files, metrics.jsonl, training.png (unless not
+    `training_plot`) and `plots`, and the report (written last)."""
     from gristmill.manifests import atomic_write_text, output_record, write_manifest
 
     m.events = events
     atomic_write_text(out / "report.md", report)
     m.outputs = ([output_record(out, f, kind) for kind, fs in files.items() for f in fs]
-                 + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot")]
+                 + [output_record(out, "metrics.jsonl", "metrics")]
+                 + ([output_record(out, "training.png", "plot")] if training_plot else [])
                  + [output_record(out, f, "plot") for f in plots] + [output_record(out, "report.md", "report")])
     write_manifest(out, m)
 

@@ -1,0 +1,501 @@
+"""run_ppo: the RL stage — rollouts from the LoRA policy, rewards from a reward model and/or a checker, GAE / GRPO / RLOO updates, exact resume, a judged before/after."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
+from gristmill.align.config import PPOConfig
+from gristmill.manifests import Manifest, read_manifest
+
+TIME_KEYS = ("time_generate_s", "time_reward_s", "time_forward_s", "time_update_s")
+
+
+def run_ppo(config: PPOConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
+            hooks: Any = None) -> Manifest:
+    """Train the SFT model `inputs["model"][0]` on the prompts `inputs["data"]` toward a higher reward from
+    `inputs["reward"]` (a reward stage folder) and/or the prompts' answers. One process (CPU or one GPU).
+    Resumes from out_dir/checkpoints of this same run, bit for bit; `force` starts clean."""
+    from gristmill.pretrain import parallel
+
+    with parallel.session(config.device) as par:
+        if par.distributed:
+            raise AlignError("ppo runs in one process (generation dominates; DDP would not shorten it): start it "
+                             "with python / gristmill, not torchrun")
+        return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
+
+
+@dataclass
+class RLState:
+    """What a checkpoint holds besides weights, optimizer and RNG (JSON)."""
+    iteration: int = 0
+    kl_coef: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool, hooks: Any,
+         par: Any) -> Manifest:
+    import torch
+
+    from gristmill.align.chat import pad_id
+    from gristmill.align.data import load_prompts
+    from gristmill.align.judge import HeldOutPrompt, checked_accuracy, judge_with
+    from gristmill.align.logprobs import TokenLogps
+    from gristmill.align.models import add_lora, load_causal_lm, save_outputs
+    from gristmill.align.rewards import checker_rewards, model_rewards
+    from gristmill.align.rl import Experience, advantages, explained_variance, per_token, update
+    from gristmill.align.rollout import check_recomputed, sample
+    from gristmill.align.scoring import SequenceScorer
+    from gristmill.align.stage import check_context, finish, load_split, start
+    from gristmill.pretrain.checkpoint import (capture_rng, load_checkpoint, restore_rng, run_checkpoints,
+                                               save_checkpoint)
+    from gristmill.pretrain.loop import MetricsLog
+    from gristmill.pretrain.plots import read_rows
+    from gristmill.pretrain.schedule import lr_at
+
+    s = start("ppo", config, inputs, out, force=force, par=par)
+    if s.done:
+        return s.done
+    m, tok = s.manifest, s.tokenizer
+    pad, dev, K = pad_id(tok), par.device, config.samples
+    uses_model, uses_check = config.reward != "check", config.reward != "model"
+
+    train_recs, eval_recs, summary = load_split(load_prompts, config, inputs, "ppo")
+    if uses_check:
+        missing = [r.source for r in train_recs if r.answer is None]
+        if missing:
+            raise AlignError(f"ppo.reward={config.reward} checks answers, but {len(missing)} of {len(train_recs)} "
+                             f"training prompts have no 'answer' (first: {missing[0]}); use --set ppo.reward=model")
+    if not train_recs:
+        raise AlignError("ppo: no training prompt left; add prompts or lower --set ppo.data.eval_fraction")
+    if uses_model and not inputs.get("reward"):
+        raise AlignError(f"ppo.reward={config.reward} needs --reward RM_DIR (a finished reward stage); for prompts "
+                         "with answers, --set ppo.reward=check needs none")
+
+    policy_model = load_causal_lm(s.model_dir, pad=pad)
+    check_context(policy_model, config.max_length, "ppo")
+    policy_model.to(dev).eval()  # eval throughout: dropout would make the training forward disagree with sampling
+
+    # -- the reward model (frozen), and the value model: the reward model with its own adapters and score head
+    #    when it shares the policy's tokenizer (InstructGPT's initialisation; the reward is then read with
+    #    those adapters off), else the SFT model with a new head
+    rm = _reward_model(inputs, tok, par) if uses_model else None
+    value_model, value_from = None, None
+    if config.advantage == "gae":
+        from gristmill.align.models import load_reward_model
+
+        if rm is not None and rm["same_vocab"]:
+            value_model, value_from = add_lora(rm["model"], config.lora, task_type="SEQ_CLS", seed=config.seed + 1), "reward"
+            rm["model"] = value_model
+        else:
+            base = load_reward_model(s.model_dir, pad=pad, seed=config.seed + 1)
+            value_model, value_from = add_lora(base, config.lora, task_type="SEQ_CLS", seed=config.seed + 1), "sft"
+        value_model.to(dev).eval()
+
+    def rm_off() -> Any:
+        return value_model.disable_adapter() if value_from == "reward" else contextlib.nullcontext()
+
+    judged = [HeldOutPrompt(r.messages, r.answer, r.task) for r in eval_recs[:config.judge_prompts]]
+    shown = judged[:config.samples_shown]
+
+    def answers(prompts: list[Any], sample_seed: int | None = None) -> list[str]:
+        from gristmill.align.generate import generate
+
+        return generate(policy_model, tok, [p.messages for p in prompts], max_new_tokens=config.max_new_tokens,
+                        max_length=config.max_length - config.max_new_tokens, device=dev,
+                        sample_seed=sample_seed) if prompts else []
+
+    answers_before = answers(judged)
+    reference_copy = None
+    if config.lora.enabled:
+        policy_model = add_lora(policy_model, config.lora, task_type="CAUSAL_LM", seed=config.seed)
+    else:  # full fine-tuning: the reference is a frozen copy of the SFT model
+        reference_copy = TokenLogps(load_causal_lm(s.model_dir, pad=pad).to(dev).eval(), temperature=config.temperature)
+        for p in reference_copy.parameters():
+            p.requires_grad_(False)
+    policy_model.eval()
+    policy = TokenLogps(policy_model, temperature=config.temperature)
+    value = SequenceScorer(value_model) if value_model is not None else None
+    policy_params = [p for p in policy_model.parameters() if p.requires_grad]
+    value_params = [p for p in value_model.parameters() if p.requires_grad] if value_model is not None else []
+    optimizer = torch.optim.AdamW([{"params": policy_params}, {"params": value_params}], lr=config.optim.lr,
+                                  betas=(config.optim.beta1, config.optim.beta2), eps=1e-8,
+                                  weight_decay=config.optim.weight_decay)
+    roles = _role_memory(policy_model, reference_copy, rm, value_model, value_from)
+
+    @torch.no_grad()
+    def reference_logps(groups: list[Any], chunk: int) -> Any:
+        kw = dict(chunk=chunk, pad=pad, max_length=config.max_length, device=dev)
+        if reference_copy is not None:
+            return per_token(reference_copy, groups, **kw)
+        with policy_model.disable_adapter():
+            return per_token(policy, groups, **kw)
+
+    def rewards_for(prompts: list[Any], texts: list[str]) -> tuple[Any, dict[str, float]]:
+        """(S,) scores before penalties; and the reward model's and checker's means."""
+        score = torch.zeros(len(texts))
+        info: dict[str, float] = {}
+        if uses_model:
+            with rm_off():
+                got = model_rewards(rm["scorer"](), rm["tok"], [p.messages for p in prompts],
+                                    [texts[i * K:(i + 1) * K] for i in range(len(prompts))],
+                                    max_length=config.max_length, device=dev)
+            score += torch.tensor([x for row in got for x in row])
+            info["reward_model_mean"] = score.mean().item()
+        if uses_check:
+            right = torch.tensor(checker_rewards([p for p in prompts for _ in range(K)], texts))
+            score += (config.check_weight if uses_model else 1.0) * right
+            info["accuracy"] = right.mean().item()
+        return score, info
+
+    n_train = len(train_recs)
+
+    def prompts_for(it: int) -> list[Any]:
+        """Iteration `it`'s prompts: a pure function of (seed, it); each pass over the data is a fresh permutation."""
+        out_ = []
+        for pos in range(it * config.prompts_per_iteration, (it + 1) * config.prompts_per_iteration):
+            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed + pos // n_train))
+            out_.append(train_recs[perm[pos % n_train].item()])
+        return out_
+
+    # -- start or resume
+    ckpt_dir = out / "checkpoints"
+    named = {f"policy.{n}": p for n, p in policy_model.named_parameters() if p.requires_grad}
+    if value_model is not None:
+        named |= {f"value.{n}": p for n, p in value_model.named_parameters() if p.requires_grad}
+    st = RLState(kl_coef=config.kl_coef)
+    ours = run_checkpoints(ckpt_dir, m.id)
+    resumed_from = None
+    if ours:
+        ck = load_checkpoint(ours[-1])
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(ck.model[name])
+        optimizer.load_state_dict(ck.optimizer)
+        restore_rng(ck.rng[0])
+        st = RLState(**ck.state["rl"])
+        resumed_from = st.iteration
+        print(f"ppo: resuming from {ours[-1]} (iteration {st.iteration})")
+
+    def save() -> None:
+        save_checkpoint(ckpt_dir, st.iteration, model={k: v.detach() for k, v in named.items()},
+                        optimizer=optimizer.state_dict(), rng=[capture_rng()], keep=config.checkpoint.keep,
+                        state={"run_id": m.id, "world_size": 1, "rl": asdict(st)})
+
+    log = MetricsLog(out / "metrics.jsonl", keep_through=st.iteration, enabled=True)
+    print(f"ppo ({config.advantage}, reward={config.reward}): {n_train:,} prompts, {len(eval_recs):,} held out; "
+          f"{config.iterations} iterations x {config.prompts_per_iteration} prompts x {K} samples; "
+          f"{sum(p.numel() for p in policy_params):,} policy and {sum(p.numel() for p in value_params):,} value "
+          f"parameters trained; value model: {value_from or 'none'}")
+    t_loop = time.perf_counter()
+    iters_run = 0
+    try:
+        while st.iteration < config.iterations:
+            it = st.iteration
+            lr = lr_at(it, lr=config.optim.lr, warmup_steps=config.optim.warmup_steps,
+                       max_steps=config.iterations, min_lr_ratio=config.optim.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            prompts = prompts_for(it)
+            t0 = time.perf_counter()
+            roll = sample(policy_model, tok, [p.messages for p in prompts], k=K, max_new_tokens=config.max_new_tokens,
+                          max_length=config.max_length - config.max_new_tokens, temperature=config.temperature,
+                          top_p=config.top_p, seed=config.seed * 1_000_003 + it * 10_007, device=dev)
+            texts = [tok.decode(r, skip_special_tokens=True).strip() for r in roll.response_ids]
+            t1 = time.perf_counter()
+            raw, info = rewards_for(prompts, texts)
+            finished = torch.tensor(roll.finished)
+            scores = raw - config.unfinished_penalty * (~finished).float()
+            if config.score_whiten:
+                scores = (scores - scores.mean()) / (scores.std(unbiased=False) + 1e-8)
+            if config.score_clip:
+                scores = scores.clamp(-config.score_clip, config.score_clip)
+            t2 = time.perf_counter()
+            groups = roll.groups(K)
+            chunk = max(1, config.minibatch_size // K)
+            with torch.no_grad():
+                kw = dict(chunk=chunk, pad=pad, max_length=config.max_length, device=dev)
+                old_logp, entropy = per_token(policy, groups, with_entropy=True, **kw)
+                worst = check_recomputed(roll.logps, old_logp, tol=config.logp_tolerance)
+                ref_logp = reference_logps(groups, chunk)
+                values = per_token(_ValueAtTokens(value), groups, **kw) if value is not None else None
+            exp = Experience(groups=groups, k=K, lengths=torch.tensor([len(r) for r in roll.response_ids]),
+                             scores=scores, old_logp=old_logp.cpu(), ref_logp=ref_logp.cpu(), entropy=entropy.cpu(),
+                             values=values.cpu() if values is not None else None)
+            advantages(exp, kind=config.advantage, kl_coef=st.kl_coef, kl_estimator=config.kl_estimator,
+                       gamma=config.gamma, lam=config.lam, whiten=config.whiten_advantages)
+            t3 = time.perf_counter()
+
+            def on_event(e: dict[str, Any]) -> None:
+                st.events.append({"iteration": it + 1, **e})
+                print(f"ppo: iteration {it + 1}: {e['reason']} -> {e['action']}")
+
+            stats = update(exp, config, policy=policy, value=value, optimizer=optimizer, policy_params=policy_params,
+                           value_params=value_params, kl_coef=st.kl_coef, seed=config.seed * 7_919 + it * 101,
+                           pad=pad, device=dev, on_event=on_event)
+            t4 = time.perf_counter()
+
+            lengths = exp.lengths.float()
+            kl_mean = exp.kl.mean().item()
+            row = {"step": it + 1, "lr": lr, "kl_coef": st.kl_coef, "score": raw.mean().item(),
+                   "score_std": raw.std(unbiased=False).item(), "reward": (scores - st.kl_coef * exp.kl).mean().item(),
+                   "kl": kl_mean, "entropy_rollout": exp.entropy.mean().item(),
+                   "response_tokens": lengths.mean().item(), "finished": finished.float().mean().item(),
+                   "reward_length_corr": _corr(raw, lengths), "logp_max_diff": worst, **info, **stats,
+                   "time_generate_s": t1 - t0, "time_reward_s": t2 - t1, "time_forward_s": t3 - t2,
+                   "time_update_s": t4 - t3}
+            if exp.returns is not None:
+                row["explained_variance"] = explained_variance(exp.values, exp.returns)
+            if config.target_kl > 0:  # Ziegler et al.: proportional control of the coefficient, error clipped to ±20 %
+                err = max(-0.2, min(0.2, kl_mean / config.target_kl - 1))
+                st.kl_coef *= 1 + err * len(texts) / config.kl_horizon
+            st.iteration = it + 1
+            log.write(row)
+            iters_run += 1
+            print(f"ppo: iteration {st.iteration}/{config.iterations}: score {row['score']:.3f} kl {kl_mean:.3f} "
+                  f"length {row['response_tokens']:.1f}" + (f" accuracy {info['accuracy']:.2f}" if "accuracy" in info else ""))
+            if st.iteration % config.checkpoint.every == 0 or st.iteration == config.iterations:
+                save()
+            if hooks is not None:
+                hooks.after_step(st.iteration)
+    finally:
+        log.close()
+    loop_time = time.perf_counter() - t_loop
+
+    # -- before / after on held-out prompts
+    answers_after = answers(judged)
+    verdict = {}
+    if rm is not None and judged:
+        with rm_off():
+            verdict = judge_with(rm["scorer"](), rm["tok"], judged, answers_before, answers_after,
+                                 max_length=config.max_length, device=dev)
+    kl_sft = _kl_to_sft(policy_model, reference_copy.model if reference_copy is not None else None, tok, judged,
+                        answers(judged, sample_seed=config.seed), config, pad, dev) if judged else None
+    acc_before, n_checked = checked_accuracy(judged, answers_before)
+    acc_after, _ = checked_accuracy(judged, answers_after)
+    rows = read_rows(out / "metrics.jsonl")
+    hacking = _length_hacking(rows, verdict, acc_before, acc_after)
+    if hacking:
+        print(f"ppo: WARNING: {hacking}")
+
+    files = save_outputs(policy_model, out, tokenizer_dir=s.model_dir)
+    _plot(rows, out / "rl.png", title=f"ppo ({config.advantage}, reward={config.reward}) {m.id}")
+    timing = {k: sum(r.get(k, 0.0) for r in rows) for k in TIME_KEYS}
+    m.metrics = {
+        "template": s.template, **summary, "advantage": config.advantage, "reward": config.reward,
+        "iterations": st.iteration, "resumed_from_iteration": resumed_from, "iterations_run": iters_run,
+        "train_time_s": round(loop_time, 3), "prompts_train": n_train, "prompts_eval": len(eval_recs),
+        "value_model": value_from, "reference": "copy" if reference_copy is not None else "adapter",
+        "reward_tokenizer": None if rm is None else ("same" if rm["same_vocab"] else "re-encoded from text"),
+        "roles_memory_mb": roles, "peak_rss_mb": _peak_rss_mb(), "kl_coef_final": st.kl_coef,
+        "events": st.events, **{f"total_{k}": round(v, 3) for k, v in timing.items()},
+        "first": _pick(rows[0] if rows else {}), "last": _pick(rows[-1] if rows else {}),
+        "kl_to_sft": kl_sft, **verdict, "answers_checked": n_checked, "answer_accuracy_before": acc_before,
+        "answer_accuracy": acc_after, "length_hacking_warning": hacking,
+        "trainable_params": sum(p.numel() for p in policy_params), "value_trainable_params": sum(p.numel() for p in value_params),
+        "lora": config.lora.enabled,
+        "samples": [{"prompt": p.messages[-1]["content"], "before": b, "after": a}
+                    for p, b, a in zip(shown, answers_before, answers_after)],
+    }
+    finish(out, m, files, _report(m, s.model_dir), st.events, plots=("rl.png",), training_plot=False)
+    return read_manifest(out)
+
+
+class _ValueAtTokens:
+    """A value scorer called with collate_logps's batch: V at each `pos` (the position before a response token)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+
+    def __call__(self, input_ids: Any, position_ids: Any, attention_mask: Any, pos: Any, target: Any) -> Any:
+        return self.scorer(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, last=pos)
+
+
+def _reward_model(inputs: dict[str, list[Path]], policy_tok: Any, par: Any) -> dict[str, Any]:
+    """The frozen reward model of `--reward`, its tokenizer checked: the template it was trained with, and
+    against the policy's — the same vocabulary under another template is refused (the model would score
+    text laid out as it never saw); another vocabulary is fine (responses are re-encoded from text)."""
+    from gristmill.align.chat import pad_id
+    from gristmill.align.models import (check_same_template, describe_tokenizer, load_reward_model, load_tokenizer,
+                                        model_dir, recorded_template)
+    from gristmill.align.scoring import SequenceScorer
+
+    src = inputs["reward"][0]
+    folder = model_dir(src)
+    tok = load_tokenizer(folder)
+    info = describe_tokenizer(tok)
+    check_same_template(info, recorded_template(src), where=str(folder), expected_from=f"{src}/manifest.json")
+    same_vocab = tok.get_vocab() == policy_tok.get_vocab()
+    policy_info = describe_tokenizer(policy_tok)
+    if same_vocab and info["chat_template_sha256"] != policy_info["chat_template_sha256"]:
+        raise AlignError(f"{folder}: the reward model's chat template differs from the policy's (sha256 "
+                         f"{info['chat_template_sha256'][:12]} vs {policy_info['chat_template_sha256'][:12]}) while their "
+                         "vocabularies are the same: it would score answers laid out in a template it was not trained "
+                         "on. Train the reward model from this SFT model (gristmill align reward --model SFT_DIR)")
+    model = load_reward_model(folder, pad=pad_id(tok), seed=0).to(par.device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    rm: dict[str, Any] = {"model": model, "tok": tok, "same_vocab": same_vocab}
+    rm["scorer"] = lambda: SequenceScorer(rm["model"])
+    return rm
+
+
+def _kl_to_sft(policy_model: Any, reference_model: Any, tok: Any, judged: list[Any], samples: list[str],
+               config: PPOConfig, pad: int, dev: Any) -> float | None:
+    """KL(π || π_SFT) per held-out prompt, from answers sampled at temperature 1 (judge.kl_to_reference);
+    the SFT model is the policy with its adapters off, or `reference_model` (full fine-tuning)."""
+    import torch
+
+    from gristmill.align.judge import kl_to_reference
+    from gristmill.align.logprobs import TokenLogps, collate_logps, sequence_logps
+
+    def logps(module: Any, adapters_off: bool) -> Any:
+        def f(groups: list[list[Any]]) -> Any:
+            b = collate_logps(groups, pad_id=pad, max_length=config.max_length, packed=True, device=dev)
+            with policy_model.disable_adapter() if adapters_off else contextlib.nullcontext():
+                return sequence_logps(module, b)[0]
+        return f
+
+    policy = TokenLogps(policy_model)  # temperature 1: the models' own distributions
+    ref = logps(TokenLogps(reference_model), False) if reference_model is not None else logps(policy, True)
+    with torch.no_grad():
+        return kl_to_reference(logps(policy, False), ref, tok, judged, samples, max_length=config.max_length)
+
+
+def _role_memory(policy: Any, reference_copy: Any, rm: dict | None, value_model: Any, value_from: str | None) -> dict:
+    """MB of parameters each role holds (fp32 on CPU); a role that shares another's weights holds only its own."""
+    def mb(ps: Any) -> float:
+        return round(sum(p.numel() * p.element_size() for p in ps) / 2**20, 2)
+
+    frozen = [p for p in policy.parameters() if not p.requires_grad]
+    out = {"policy_base": mb(frozen), "policy_trained": mb(p for p in policy.parameters() if p.requires_grad),
+           "reference": mb(reference_copy.parameters()) if reference_copy is not None else 0.0}
+    if value_model is not None:
+        own = [p for p in value_model.parameters() if p.requires_grad]
+        out["value_trained"] = mb(own)
+        out["value_base"] = 0.0 if value_from == "reward" else mb(p for p in value_model.parameters() if not p.requires_grad)
+    if rm is not None:
+        out["reward_model"] = mb(p for p in rm["model"].parameters() if not p.requires_grad)
+    return out
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _corr(x: Any, y: Any) -> float | None:
+    """Pearson correlation; None when either side is constant."""
+    xs, ys = x.float() - x.float().mean(), y.float() - y.float().mean()
+    den = (xs.pow(2).sum() * ys.pow(2).sum()).sqrt()
+    return None if den == 0 else (xs * ys).sum().div(den).item()
+
+
+def _pick(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("score", "accuracy", "reward_model_mean", "kl", "response_tokens", "entropy", "reward_length_corr")
+    return {k: row.get(k) for k in keys if k in row}
+
+
+def _length_hacking(rows: list[dict[str, Any]], verdict: dict[str, Any], acc_before: float | None,
+                    acc_after: float | None) -> str | None:
+    """A warning when the score rose with response length while nothing independent of length improved:
+    over the second half of the run the reward correlates with length (> 0.3 on average) and responses
+    grew by > 20 %, but neither the checker accuracy nor the win rate among answers that did not get
+    longer went up."""
+    if len(rows) < 4:
+        return None
+    half = rows[len(rows) // 2:]
+    corrs = [r["reward_length_corr"] for r in half if r.get("reward_length_corr") is not None]
+    grew = half[-1]["response_tokens"] > 1.2 * rows[0]["response_tokens"]
+    if not corrs or sum(corrs) / len(corrs) <= 0.3 or not grew:
+        return None
+    better = ((acc_before is not None and acc_after is not None and acc_after > acc_before)
+              or (verdict.get("win_rate_not_longer") or 0) > 0.5)
+    if better:
+        return None
+    return (f"the reward rose with response length (mean correlation {sum(corrs) / len(corrs):.2f} over the second "
+            f"half; length {rows[0]['response_tokens']:.1f} -> {half[-1]['response_tokens']:.1f} tokens) while neither "
+            "checked accuracy nor the win rate among not-longer answers improved: likely reward hacking by length. "
+            "Raise ppo.kl_coef or ppo.unfinished_penalty, or retrain the reward model with length-balanced pairs")
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    """score (and checker accuracy), KL, response length, entropy and value loss against iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("score", ["score", "accuracy"]), ("KL to the reference (nats / response)", ["kl"]),
+              ("response length (tokens)", ["response_tokens"]), ("entropy (nats / token)", ["entropy"]),
+              ("value loss", ["value_loss"]), ("clip fraction, approx KL", ["clipfrac", "approx_kl"])]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    for ax, (name, keys) in zip(axes.flat, panels):
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), "-o", markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        if len(ax.lines) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _report(m: Manifest, base: Path) -> str:
+    mt, c = m.metrics, m.config
+    first, last = mt["first"], mt["last"]
+    value_txt = {"reward": "the reward model with its own LoRA adapters and score head (the reward is read with them off)",
+                 "sft": "the SFT model with LoRA adapters and a new score head (a second copy of its weights)",
+                 None: "none (the baseline comes from the other samples of each prompt)"}[mt["value_model"]]
+    lines = [
+        f"# ppo ({mt['advantage']}, reward={mt['reward']}) {m.id}", "",
+        f"`{base}` trained for {mt['iterations']} iterations of {c['prompts_per_iteration']} prompts x {c['samples']} "
+        f"samples ({c['ppo_epochs']} PPO epochs, minibatches of {c['minibatch_size']}) on {mt['prompts_train']:,} "
+        f"prompts; {mt['trainable_params']:,} policy parameters trained "
+        f"({'LoRA r=' + str(c['lora']['r']) if mt['lora'] else 'full fine-tuning'}). Reference: "
+        f"{'the policy with its adapters off' if mt['reference'] == 'adapter' else 'a frozen copy of the SFT model'}. "
+        f"Value model: {value_txt}.", "",
+        "| per iteration | first | last |", "| --- | --- | --- |",
+    ]
+    for key, name in (("score", "score (before the KL term)"), ("accuracy", "checker accuracy (sampled)"),
+                      ("reward_model_mean", "reward model score (sampled)"), ("kl", "KL to the reference (nats)"),
+                      ("response_tokens", "response length (tokens)"), ("entropy", "entropy (nats / token)"),
+                      ("reward_length_corr", "correlation of score with length")):
+        if key in first or key in last:
+            lines.append(f"| {name} | {_fmt(first.get(key))} | {_fmt(last.get(key))} |")
+    lines.append("")
+    if mt.get("judged_prompts"):
+        lines += [
+            f"## Before / after, judged by the reward model ({mt['judged_prompts']} held-out prompts, greedy)", "",
+            "| | SFT | this model |", "| --- | --- | --- |",
+            f"| mean reward | {_fmt(mt['reward_before'])} | {_fmt(mt['reward_after'])} |",
+            f"| mean answer length (tokens) | {_fmt(mt['answer_tokens_before'], '.1f')} | "
+            f"{_fmt(mt['answer_tokens_after'], '.1f')} |", "",
+            f"Win rate over the SFT model: **{_pct(mt['win_rate'])}** (ties count half); on the "
+            f"{mt['prompts_not_longer']} prompts where the new answer is not longer: {_pct(mt['win_rate_not_longer'])}.", ""]
+    if mt.get("answers_checked"):
+        lines += [f"Exact-answer accuracy on {mt['answers_checked']} checkable held-out prompts (greedy): "
+                  f"{_pct(mt['answer_accuracy_before'])} (SFT) -> **{_pct(mt['answer_accuracy'])}**.", ""]
+    lines += [f"KL to the SFT model on held-out prompts (sampled answers): {_fmt(mt.get('kl_to_sft'))} nats per answer.", ""]
+    if mt.get("length_hacking_warning"):
+        lines += [f"**Warning**: {mt['length_hacking_warning']}.", ""]
+    total = sum(mt[f"total_{k}"] for k in TIME_KEYS) or 1.0
+    split = ", ".join(f"{k[5:-2]} {mt[f'total_{k}'] / total:.0%}" for k in TIME_KEYS)
+    lines += [f"Time: {mt['train_time_s']:.1f} s in the loop ({split}); peak RSS {mt['peak_rss_mb']} MB; "
+              f"parameters held per role (MB): " + ", ".join(f"{k} {v}" for k, v in mt["roles_memory_mb"].items()) + ".",
+              "", "![score, KL, length, entropy, value loss](rl.png)", ""]
+    lines += samples_table(mt["samples"], "SFT", "this model")
+    lines += ["`model/` is the merged policy (`AutoModelForCausalLM.from_pretrained`); `adapter/` its LoRA adapter "
+              "alone; `metrics.jsonl` one row per iteration.", ""]
+    return "\n".join(lines)
