@@ -12,6 +12,9 @@ A recipe is TOML:
     [curate]                                  # the stage's config section
     languages = ["en"]
 
+A stage may run twice under two names: `[run] uses = { grpo = "ppo" }` makes the step `grpo` a ppo
+stage with its own [grpo] section, inputs and folder.
+
 Relative raw paths are read from the recipe's folder; `{run}` is the run folder and `{recipe}`
 the recipe's folder. Each stage runs in RUN_DIR/<stage>/. A stage's id is derived from its
 resolved config and its inputs' ids before anything runs, so the plan knows what a changed
@@ -114,6 +117,10 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
     for bound, label in ((start, "--from"), (until, "--until")):
         if bound is not None and bound not in names:
             raise RunError(f"{label} {bound}: not a stage of this recipe ({', '.join(names)})")
+    uses = run_table.get("uses", {})
+    if not isinstance(uses, dict) or not all(isinstance(v, str) and v in registry for v in uses.values()):
+        raise RunError(f"recipe: [run] uses maps step names to built-in stages, e.g. uses = {{ grpo = \"ppo\" }}; "
+                       f"known stages: {', '.join(registry)}")
     first = names.index(start) if start else 0
     last = names.index(until) if until else len(names) - 1
 
@@ -123,7 +130,7 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
     for i, name in enumerate(names):
         if name in planned:
             raise RunError(f"recipe: stage {name!r} is listed twice in [run] stages")
-        spec = registry.get(name)
+        spec = registry.get(uses.get(name, name))
         step = Step(name=name, spec=spec, out_dir=run_dir / name)
         steps.append(step)
         planned[name] = step
@@ -166,7 +173,7 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
             ids += input_records(raw_paths, spec.expect, step.out_dir)
         except ManifestError as e:
             raise RunError(f"[inputs] {name}: {e}") from None
-        step.id = compute_id(name, step.config_dict, input_ids(ids))
+        step.id = compute_id(spec.name, step.config_dict, input_ids(ids))  # as the stage itself derives it
 
         if not first <= i <= last:
             step.action = "excluded"

@@ -1,4 +1,4 @@
-"""Alignment: SFT, reward model, DPO family (and later PPO) on a base model, each a stage with its manifest."""
+"""Alignment: SFT, reward model, DPO family and RL (PPO, GRPO, RLOO) on a base model, each a stage with its manifest."""
 from gristmill.errors import GristmillError
 
 

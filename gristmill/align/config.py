@@ -225,6 +225,8 @@ class PPOConfig:
     top_p: float = 1.0
     #: response length limit in tokens
     max_new_tokens: int = 48
+    #: responses generated per `generate` call (left-padded together; bounded by memory for the KV cache)
+    rollout_batch_size: int = 64
     #: prompt + response tokens; prompts lose their start to fit max_length - max_new_tokens
     max_length: int = 512
     #: PPO's clipping range ε of the policy ratio
@@ -262,6 +264,9 @@ class PPOConfig:
     #: held-out prompts answered (greedy) by the SFT model and the trained one: reward-model win rate,
     #: checkable-task accuracy, KL to the SFT model; 0 = none
     judge_prompts: int = 64
+    #: responses sampled per checkable held-out prompt (at the training temperature) for the sampled accuracy
+    #: before / after; 0 = greedy accuracy only
+    eval_samples: int = 8
     #: sample answers (before / after) shown in report.md
     samples_shown: int = 4
     #: base seed: adapter and value head init, sampling and minibatch order derive from it
@@ -271,10 +276,10 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         for name in ("iterations", "prompts_per_iteration", "samples", "minibatch_size", "ppo_epochs",
-                     "max_new_tokens", "max_length", "kl_horizon"):
+                     "max_new_tokens", "rollout_batch_size", "max_length", "kl_horizon"):
             _need(getattr(self, name) >= 1, f"ppo.{name}={getattr(self, name)} must be at least 1")
         for name in ("check_weight", "unfinished_penalty", "score_clip", "vf_coef", "entropy_coef", "kl_coef",
-                     "target_kl", "judge_prompts", "samples_shown"):
+                     "target_kl", "judge_prompts", "eval_samples", "samples_shown"):
             _need(getattr(self, name) >= 0, f"ppo.{name}={getattr(self, name)} is negative; use 0 or more")
         _need(self.temperature > 0, f"ppo.temperature={self.temperature} must be positive (e.g. 1.0)")
         _need(0 < self.top_p <= 1, f"ppo.top_p={self.top_p} must be within (0, 1]")

@@ -83,12 +83,12 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     # -- the reward model (frozen), and the value model: the reward model with its own adapters and score head
     #    when it shares the policy's tokenizer (InstructGPT's initialisation; the reward is then read with
     #    those adapters off), else the SFT model with a new head
-    rm = _reward_model(inputs, tok, par) if uses_model else None
+    rm = _reward_model(inputs, tok, par) if inputs.get("reward") else None  # with reward=check: the judge only
     value_model, value_from = None, None
     if config.advantage == "gae":
         from gristmill.align.models import load_reward_model
 
-        if rm is not None and rm["same_vocab"]:
+        if uses_model and rm["same_vocab"]:
             value_model, value_from = add_lora(rm["model"], config.lora, task_type="SEQ_CLS", seed=config.seed + 1), "reward"
             rm["model"] = value_model
         else:
@@ -110,6 +110,23 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
                         sample_seed=sample_seed) if prompts else []
 
     answers_before = answers(judged)
+    checkable = [p for p in judged if p.answer is not None]
+
+    def sampled_accuracy() -> float | None:
+        """Mean checker score of eval_samples responses per checkable held-out prompt, sampled as in training
+        (temperature, top-p) from a fixed seed: the accuracy of the distribution RL optimises, which greedy
+        decoding (the mode alone) can hide."""
+        if not checkable or not config.eval_samples:
+            return None
+        r = sample(policy_model, tok, [p.messages for p in checkable], k=config.eval_samples,
+                   max_new_tokens=config.max_new_tokens, max_length=config.max_length - config.max_new_tokens,
+                   temperature=config.temperature, top_p=config.top_p, seed=config.seed + 99_991, device=dev,
+                   batch_size=config.rollout_batch_size)
+        texts = [tok.decode(x, skip_special_tokens=True).strip() for x in r.response_ids]
+        right = checker_rewards([p for p in checkable for _ in range(config.eval_samples)], texts)
+        return sum(right) / len(right)
+
+    sampled_before = sampled_accuracy()
     reference_copy = None
     if config.lora.enabled:
         policy_model = add_lora(policy_model, config.lora, task_type="CAUSAL_LM", seed=config.seed)
@@ -204,7 +221,8 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
             t0 = time.perf_counter()
             roll = sample(policy_model, tok, [p.messages for p in prompts], k=K, max_new_tokens=config.max_new_tokens,
                           max_length=config.max_length - config.max_new_tokens, temperature=config.temperature,
-                          top_p=config.top_p, seed=config.seed * 1_000_003 + it * 10_007, device=dev)
+                          top_p=config.top_p, seed=config.seed * 1_000_003 + it * 10_007, device=dev,
+                          batch_size=config.rollout_batch_size)
             texts = [tok.decode(r, skip_special_tokens=True).strip() for r in roll.response_ids]
             t1 = time.perf_counter()
             raw, info = rewards_for(prompts, texts)
@@ -277,6 +295,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
                         answers(judged, sample_seed=config.seed), config, pad, dev) if judged else None
     acc_before, n_checked = checked_accuracy(judged, answers_before)
     acc_after, _ = checked_accuracy(judged, answers_after)
+    sampled_after = sampled_accuracy()
     rows = read_rows(out / "metrics.jsonl")
     hacking = _length_hacking(rows, verdict, acc_before, acc_after)
     if hacking:
@@ -295,7 +314,8 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         "events": st.events, **{f"total_{k}": round(v, 3) for k, v in timing.items()},
         "first": _pick(rows[0] if rows else {}), "last": _pick(rows[-1] if rows else {}),
         "kl_to_sft": kl_sft, **verdict, "answers_checked": n_checked, "answer_accuracy_before": acc_before,
-        "answer_accuracy": acc_after, "length_hacking_warning": hacking,
+        "answer_accuracy": acc_after, "sampled_accuracy_before": sampled_before, "sampled_accuracy": sampled_after,
+        "length_hacking_warning": hacking,
         "trainable_params": sum(p.numel() for p in policy_params), "value_trainable_params": sum(p.numel() for p in value_params),
         "lora": config.lora.enabled,
         "samples": [{"prompt": p.messages[-1]["content"], "before": b, "after": a}
@@ -405,25 +425,33 @@ def _pick(row: dict[str, Any]) -> dict[str, Any]:
 
 def _length_hacking(rows: list[dict[str, Any]], verdict: dict[str, Any], acc_before: float | None,
                     acc_after: float | None) -> str | None:
-    """A warning when the score rose with response length while nothing independent of length improved:
-    over the second half of the run the reward correlates with length (> 0.3 on average) and responses
-    grew by > 20 %, but neither the checker accuracy nor the win rate among answers that did not get
-    longer went up."""
+    """A warning when the score moved with response length while nothing independent of length improved:
+    across iterations the mean score and the mean length correlate (|r| > 0.5), responses changed length
+    by > 20 % in that direction (longer, or shorter when r < 0), and neither the checked accuracy nor,
+    for longer answers, the win rate among answers that did not get longer went up. (Within one iteration
+    the correlation is logged as reward_length_corr; as responses converge it turns noisy, so the trend
+    over the run is what decides.)"""
     if len(rows) < 4:
         return None
-    half = rows[len(rows) // 2:]
-    corrs = [r["reward_length_corr"] for r in half if r.get("reward_length_corr") is not None]
-    grew = half[-1]["response_tokens"] > 1.2 * rows[0]["response_tokens"]
-    if not corrs or sum(corrs) / len(corrs) <= 0.3 or not grew:
+    import torch
+
+    score = torch.tensor([r["score"] for r in rows])
+    length = torch.tensor([r["response_tokens"] for r in rows])
+    corr = _corr(score, length)
+    if corr is None or abs(corr) <= 0.5:
+        return None
+    k = max(1, len(rows) // 4)  # first and last quarter of the run
+    before, after = length[:k].mean().item(), length[-k:].mean().item()
+    if not (after > 1.2 * before if corr > 0 else after < before / 1.2):
         return None
     better = ((acc_before is not None and acc_after is not None and acc_after > acc_before)
-              or (verdict.get("win_rate_not_longer") or 0) > 0.5)
+              or (corr > 0 and (verdict.get("win_rate_not_longer") or 0) > 0.5))
     if better:
         return None
-    return (f"the reward rose with response length (mean correlation {sum(corrs) / len(corrs):.2f} over the second "
-            f"half; length {rows[0]['response_tokens']:.1f} -> {half[-1]['response_tokens']:.1f} tokens) while neither "
-            "checked accuracy nor the win rate among not-longer answers improved: likely reward hacking by length. "
-            "Raise ppo.kl_coef or ppo.unfinished_penalty, or retrain the reward model with length-balanced pairs")
+    return (f"the score rose as responses got {'longer' if corr > 0 else 'shorter'} (correlation of score and length "
+            f"across iterations {corr:+.2f}; length {before:.1f} -> {after:.1f} tokens) while the checked accuracy did "
+            "not improve: likely reward hacking by length. Raise ppo.kl_coef, add the checker "
+            "(ppo.reward=model+check), or retrain the reward model with length-balanced pairs")
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
@@ -485,8 +513,13 @@ def _report(m: Manifest, base: Path) -> str:
             f"Win rate over the SFT model: **{_pct(mt['win_rate'])}** (ties count half); on the "
             f"{mt['prompts_not_longer']} prompts where the new answer is not longer: {_pct(mt['win_rate_not_longer'])}.", ""]
     if mt.get("answers_checked"):
-        lines += [f"Exact-answer accuracy on {mt['answers_checked']} checkable held-out prompts (greedy): "
-                  f"{_pct(mt['answer_accuracy_before'])} (SFT) -> **{_pct(mt['answer_accuracy'])}**.", ""]
+        lines += [f"Exact-answer accuracy on {mt['answers_checked']} checkable held-out prompts: greedy "
+                  f"{_pct(mt['answer_accuracy_before'])} (SFT) -> **{_pct(mt['answer_accuracy'])}**"]
+        if mt.get("sampled_accuracy") is not None:
+            lines[-1] += (f"; sampled as in training ({c['eval_samples']} answers per prompt, temperature "
+                          f"{c['temperature']}) {_pct(mt['sampled_accuracy_before'])} -> **{_pct(mt['sampled_accuracy'])}**")
+        lines += ["", "RL moves the distribution it samples from; greedy decoding reads only its mode, so the sampled "
+                  "accuracy is the figure RL optimises and the greedy one what a deterministic user sees.", ""]
     lines += [f"KL to the SFT model on held-out prompts (sampled answers): {_fmt(mt.get('kl_to_sft'))} nats per answer.", ""]
     if mt.get("length_hacking_warning"):
         lines += [f"**Warning**: {mt['length_hacking_warning']}.", ""]
