@@ -148,6 +148,7 @@ def test_unbuilt_stage_is_reported_not_raised(recipe, tmp_path):
     (lambda r: r["run"].__setitem__("stages", []), "stages must list"),
     (lambda r: r["run"].__setitem__("stages", ["alpha", "alpha"]), "listed twice"),
     (lambda r: r["run"].__setitem__("stages", ["alpha", "delta"]), "unknown stage 'delta'"),
+    (lambda r: r["run"].__setitem__("uses", {"beta2": "gamma"}), "uses maps step names to built-in stages"),
 ])
 def test_bad_recipes_say_what_to_change(recipe, tmp_path, edit, match):
     edit(recipe)
@@ -199,3 +200,15 @@ def test_a_stage_whose_module_exists_but_not_its_code_is_not_built():
     assert not is_built(s)
     with pytest.raises(StageNotBuilt, match="issue 99"):
         s.config_cls()
+
+
+def test_a_stage_runs_twice_under_two_names(recipe, tmp_path):
+    recipe["run"] |= {"stages": ["alpha", "beta", "beta2"], "uses": {"beta2": "beta"}}
+    recipe["inputs"]["beta2"] = {"data": "@alpha"}
+    recipe["beta2"] = {"suffix": "?"}
+    steps = _plan(recipe, tmp_path)
+    assert [s.spec.name for s in steps] == ["alpha", "beta", "beta"] and steps[1].id != steps[2].id
+    execute(steps)
+    assert (tmp_path / "run" / "beta2" / "b.txt").read_text() == "abab?"
+    assert read_manifest(tmp_path / "run" / "beta2").stage == "beta"
+    assert _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip", "beta2": "skip"}  # ids agree
