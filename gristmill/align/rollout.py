@@ -53,8 +53,11 @@ def sample(model: Any, tok: Any, prompts: list[list[dict]], *, k: int, max_new_t
                                  eos_token_id=stops or None, pad_token_id=pad, output_logits=True,
                                  return_dict_in_generate=True)
         new = gen.sequences[:, width:].cpu()  # (B, S)
-        logp = torch.stack(gen.logits, 1).float().div(temperature).log_softmax(-1).cpu()  # (B, S, V)
-        tok_logp = logp.gather(-1, new[..., None])[..., 0]  # (B, S)
+        # One step at a time: a (B, S, V) log_softmax would hold another copy of every step's logits.
+        tok_logp = torch.empty(new.shape, dtype=torch.float32)  # (B, S)
+        for s, step in enumerate(gen.logits):  # (B, V) raw logits of step s
+            z = step.float() / temperature
+            tok_logp[:, s] = (z.gather(-1, new[:, s:s + 1].to(z.device))[:, 0] - z.logsumexp(-1)).cpu()
         for r, e in enumerate(rows):
             seq = new[r].tolist()
             end = next((j + 1 for j, t in enumerate(seq) if t in stops), None)
