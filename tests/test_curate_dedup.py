@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gristmill.curate import minhash as mh_mod
-from gristmill.curate.dedup import (MinHasher, NearDupIndex, UnionFind, band_keys, estimated_jaccard, exact_key,
+from gristmill.curate.dedup import (MinHasher, NearDupIndex, UnionFind, band_keys, estimated_jaccard, exact_jaccard,
+                                    exact_key,
                                     lsh_candidates, near_duplicate_clusters, normalize_text)
 
 
@@ -333,3 +334,63 @@ def test_near_dup_index_bridge_is_a_late_merge():
     assert idx.resolve() == [None, "A", "A"]
     assert idx.late_merges() == [("C", "A")]
     assert near_duplicate_clusters(np.stack([a, c, b]), 2, 2).tolist() == [0, 0, 0]
+
+
+def test_exact_jaccard_matches_python_sets():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 40, rng.integers(0, 30)), rng.integers(0, 40, rng.integers(0, 30))
+        sa, sb = set(a.tolist()), set(b.tolist())
+        want = len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+        assert exact_jaccard(a.astype(np.uint64), b.astype(np.uint64)) == pytest.approx(want)
+
+
+def _near_pair(base: list[str], rng: random.Random, lo: float, hi: float) -> tuple[list[str], float]:
+    """A copy of `base` (sentences) with some sentences replaced, whose estimated Jaccard (112 perms, 5-grams,
+    as curate computes it) lies in [lo, hi) and which shares at least one 14x8 band with `base`."""
+    from curate_fixtures import _sentence
+    mh = MinHasher()
+    for _ in range(2000):
+        other = [s if rng.random() > 0.25 else _sentence(rng) for s in base]
+        sig = mh.signatures([" ".join(base), " ".join(other)])
+        est = float(estimated_jaccard(sig[0], sig[1]))
+        if lo <= est < hi and lsh_candidates(sig) == [(0, 1)]:
+            return other, est
+    raise AssertionError(f"no pair with estimated Jaccard in [{lo}, {hi})")
+
+
+@pytest.mark.parametrize("verify", ["none", "signature", "exact"])
+def test_curate_confirms_candidate_pairs_before_dropping(tmp_path, verify):
+    """A candidate pair below dedup.threshold is kept unless verification is off; one above is dropped in
+    every mode, and the ledger gives its Jaccard with the kept document."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from curate_fixtures import _sentence
+    from gristmill.curate.config import CurateConfig, DedupConfig
+    from gristmill.curate.run import run_curate
+
+    rng = random.Random(5)
+    base = [_sentence(rng) for _ in range(40)]
+    low, low_est = _near_pair(base, rng, 0.35, 0.65)  # shares a band, clearly below 0.7
+    high, high_est = _near_pair(base, rng, 0.85, 0.97)
+    filler = [[_sentence(rng) for _ in range(40)] for _ in range(3)]
+    docs = [base, *filler[:2], low, high, filler[2]]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"id": f"d{i}", "text": " ".join(d)}) + "\n" for i, d in enumerate(docs)))
+    out = tmp_path / verify
+    run_curate(CurateConfig(dedup=DedupConfig(verify=verify)), {"data": [data]}, out)
+    rows = {r["id"]: r for r in pq.read_table(out / "ledger.parquet").to_pylist()}
+    assert rows["d0"]["kept"] and rows["d1"]["kept"] and rows["d5"]["kept"]
+    assert rows["d4"]["reason"] == "near_duplicate" and rows["d4"]["duplicate_of"] == "d0"
+    assert rows["d3"]["kept"] is (verify != "none")
+    if verify == "none":
+        assert rows["d3"]["reason"] == "near_duplicate"
+    sim = rows["d4"]["similarity"]
+    if verify == "exact":
+        mh = MinHasher()
+        want = exact_jaccard(mh.shingles(" ".join(base)), mh.shingles(" ".join(high)))
+        assert sim == pytest.approx(want, abs=1e-4) and sim >= 0.7
+    else:
+        assert sim == pytest.approx(high_est, abs=1e-4)

@@ -74,7 +74,7 @@ def test_datatrove_minhash_backend_matches_the_in_memory_one(tmp_path):
     m2 = run_curate(CurateConfig(dedup=DedupConfig(backend="datatrove")), {"data": dumps}, dt)
     assert m1.metrics["dropped"].get("near_duplicate", 0) > 0
     assert m1.metrics["dropped"] == m2.metrics["dropped"] and m1.metrics["kept"] == m2.metrics["kept"]
-    cols = ["id", "kept", "stage", "reason", "duplicate_of", "cluster"]
+    cols = ["id", "kept", "stage", "reason", "duplicate_of", "cluster", "similarity"]
     assert pq.read_table(mem / "ledger.parquet", columns=cols).equals(pq.read_table(dt / "ledger.parquet",
                                                                                       columns=cols))
     a = [json.loads(x)["id"] for x in gzip.open(mem / "documents-00000.jsonl.gz", "rt")]

@@ -247,8 +247,17 @@ class DedupConfig:
     ngram: int = 5
     #: Where the near-dup LSH runs: "memory" (one machine) or "datatrove" (its bucket files, for scale).
     backend: Literal["memory", "datatrove"] = "memory"
+    #: How a candidate pair (documents sharing a band) is confirmed before it links them: "signature" (the
+    #: MinHash estimate of Jaccard, free), "exact" (Jaccard of the two shingle sets: reads both texts and
+    #: holds the candidates' shingles), "none" (every candidate pair links: plain banding).
+    verify: Literal["signature", "exact", "none"] = "signature"
+    #: Jaccard a candidate pair needs (with verify "signature" or "exact"); the ledger records each dropped
+    #: near duplicate's similarity to the document it duplicates.
+    threshold: float = 0.7
 
     def __post_init__(self) -> None:
+        _check(0.0 < self.threshold <= 1.0,
+               f"curate.dedup.threshold={self.threshold} must be in (0, 1]; e.g. 0.7")
         _check(self.bands * self.rows == self.num_perm,
                f"curate.dedup.num_perm={self.num_perm} must equal bands * rows = {self.bands} * {self.rows} = "
                f"{self.bands * self.rows}; set --set curate.dedup.num_perm={self.bands * self.rows}")

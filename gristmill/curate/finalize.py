@@ -31,6 +31,7 @@ class Decisions:
     code: np.ndarray  # int32: 0 = kept so far, else index into `reasons`
     duplicate_of: np.ndarray  # int64 global index of the kept document, -1 = none
     cluster: np.ndarray  # int64 global index of the cluster's kept document, -1 = none
+    similarity: np.ndarray  # float32 Jaccard of a near duplicate with its kept document, NaN = none
     offsets: np.ndarray  # int64 (n_tasks + 1): first global index of each task
     reasons: list[tuple[str, str]] = field(default_factory=lambda: [("", "")])  # (stage, reason) per code
     bounds: dict[str, Any] = field(default_factory=dict)
@@ -94,7 +95,7 @@ def decide_before_near(plan: dict) -> Decisions:
         raise CurateError(f"{plan['work_dir']}: task files disagree on the pending documents "
                           f"({len(cols['ids'])} ledger rows, {n} documents); rerun with --force")
     dec = Decisions(code=np.zeros(n, np.int32), duplicate_of=np.full(n, -1, np.int64),
-                    cluster=np.full(n, -1, np.int64), offsets=offsets)
+                    cluster=np.full(n, -1, np.int64), similarity=np.full(n, np.nan, np.float32), offsets=offsets)
     models = plan["models"]
     if models.get("reference") and n:
         from gristmill.curate.perplexity import percentile_bounds, perplexity_verdict
@@ -132,22 +133,28 @@ def decide_before_near(plan: dict) -> Decisions:
                 dec.drop([i], "exact_dedup", "exact_duplicate")
                 dec.duplicate_of[i] = j
     # arrays + the exact keys and ids as Python objects (+ the first-seen dict's slots)
-    dec.index_bytes = int(dec.code.nbytes + dec.duplicate_of.nbytes + dec.cluster.nbytes + cols["perplexity"].nbytes
+    dec.index_bytes = int(dec.code.nbytes + dec.duplicate_of.nbytes + dec.cluster.nbytes + dec.similarity.nbytes
+                          + cols["perplexity"].nbytes
                           + cols["quality"].nbytes + sum(sys.getsizeof(k) for k in cols["keys"] if k is not None)
                           + sum(sys.getsizeof(i) for i in cols["ids"]) + 16 * n)
     return dec
 
 
-def _signatures(plan: dict, info: dict) -> np.ndarray:
+def _signatures(plan: dict, info: dict, mmap: bool = False) -> np.ndarray:
+    """(pending, num_perm) signatures of one task; mmap: read rows from disk as they are indexed."""
     path = task_dir(plan["work_dir"], info["rank"]) / "signatures.bin"
     if not info["pending"] or info["signature_dtype"] is None:
         return np.zeros((info["pending"], 0), np.uint32)
-    return np.fromfile(path, dtype=np.dtype(info["signature_dtype"])).reshape(info["pending"], info["num_perm"])
+    shape, dtype = (info["pending"], info["num_perm"]), np.dtype(info["signature_dtype"])
+    if mmap:
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    return np.fromfile(path, dtype=dtype).reshape(shape)
 
 
 def decide_near_memory(plan: dict, dec: Decisions) -> None:
-    """Near dedup on one machine: MinHash LSH + union-find over the survivors (first seen is kept)."""
-    from gristmill.curate.dedup import near_duplicate_clusters
+    """Near dedup on one machine: MinHash LSH, each candidate pair confirmed (dedup.verify), union-find over
+    the survivors (first seen is kept)."""
+    from gristmill.curate.dedup import estimated_jaccard, near_duplicate_clusters
 
     cfg = config_from_dict(plan["config"])
     infos = _tasks(plan)
@@ -162,12 +169,62 @@ def decide_near_memory(plan: dict, dec: Decisions) -> None:
             parts.append(_signatures(plan, info)[local])
     sigs = np.concatenate(parts)  # (M, num_perm), M = survivors
     dec.index_bytes += sigs.nbytes
-    roots = near_duplicate_clusters(sigs, bands=cfg.dedup.bands, rows=cfg.dedup.rows)
-    _apply_roots(dec, alive, np.asarray(roots, dtype=np.int64))
+    d = cfg.dedup
+    if d.verify == "exact":
+        exact = ExactShingles(plan, dec.offsets, d.ngram)
+        similarity = lambda pairs: exact.jaccard(alive[pairs[:, 0]], alive[pairs[:, 1]])  # noqa: E731
+    else:
+        similarity = lambda pairs: estimated_jaccard(sigs[pairs[:, 0]], sigs[pairs[:, 1]])  # noqa: E731
+    roots = np.asarray(near_duplicate_clusters(sigs, bands=d.bands, rows=d.rows,
+                                               threshold=None if d.verify == "none" else d.threshold,
+                                               similarity=similarity), dtype=np.int64)
+    dup = np.flatnonzero(roots != np.arange(len(roots)))
+    sims = similarity(np.stack([dup, roots[dup]], 1)) if dup.size else np.zeros(0)
+    _apply_roots(dec, alive, roots, np.asarray(sims, np.float32))
 
 
-def _apply_roots(dec: Decisions, alive: np.ndarray, roots: np.ndarray) -> None:
-    """roots[j] = position (in `alive`) of the first-seen member of j's cluster."""
+class ExactShingles:
+    """Shingle sets of pending documents, read from the tasks' docs.jsonl on demand (one pass per batch of
+    new documents) and held for the rest of the step: 8 bytes per shingle of every document that is in
+    a candidate pair (dedup.verify = "exact")."""
+
+    def __init__(self, plan: dict, offsets: np.ndarray, ngram: int) -> None:
+        from gristmill.curate.minhash import MinHasher
+
+        self.plan, self.offsets = plan, offsets
+        self.hasher = MinHasher(num_perm=1, ngram=ngram)
+        self.shingles: dict[int, np.ndarray] = {}
+
+    def _load(self, wanted: set[int]) -> None:
+        import orjson
+
+        missing = sorted(wanted - self.shingles.keys())
+        if not missing:
+            return
+        ranks = np.searchsorted(self.offsets, missing, side="right") - 1
+        for rank in np.unique(ranks).tolist():
+            lo = int(self.offsets[rank])
+            need = {g - lo for g, r in zip(missing, ranks.tolist()) if r == rank}
+            with open(task_dir(self.plan["work_dir"], rank) / "docs.jsonl", "rb") as docs:
+                for line_no, line in enumerate(docs):
+                    if line_no in need:
+                        self.shingles[lo + line_no] = np.unique(self.hasher.shingles(orjson.loads(line)["text"]))
+                        need.discard(line_no)
+                        if not need:
+                            break
+
+    def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of documents a[i] and b[i] (global indices), (P,) float64."""
+        from gristmill.curate.dedup import exact_jaccard
+
+        self._load(set(a.tolist()) | set(b.tolist()))
+        return np.array([exact_jaccard(self.shingles[i], self.shingles[j]) for i, j in zip(a.tolist(), b.tolist())],
+                        dtype=np.float64)
+
+
+def _apply_roots(dec: Decisions, alive: np.ndarray, roots: np.ndarray, sims: np.ndarray | None = None) -> None:
+    """roots[j] = position (in `alive`) of the first-seen member of j's cluster; sims: the Jaccard of each
+    duplicate (in order of position) with its root."""
     size = np.bincount(roots, minlength=len(roots))
     in_cluster = size[roots] > 1
     dec.cluster[alive[in_cluster]] = alive[roots[in_cluster]]
@@ -175,6 +232,8 @@ def _apply_roots(dec: Decisions, alive: np.ndarray, roots: np.ndarray) -> None:
     if dup.any():
         dec.drop(alive[dup], "near_dedup", "near_duplicate")
         dec.duplicate_of[alive[dup]] = alive[roots[dup]]
+        if sims is not None:
+            dec.similarity[alive[dup]] = sims
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +244,7 @@ def save_decisions(plan: dict, dec: Decisions) -> None:
     d = Path(plan["work_dir"]) / "decisions"
     d.mkdir(parents=True, exist_ok=True)
     np.savez(d / "arrays.npz", code=dec.code, duplicate_of=dec.duplicate_of, cluster=dec.cluster,
-             offsets=dec.offsets)
+             similarity=dec.similarity, offsets=dec.offsets)
     (d / "meta.json").write_text(json.dumps({"reasons": dec.reasons, "bounds": dec.bounds,
                                              "index_bytes": dec.index_bytes}))
 
@@ -195,7 +254,7 @@ def load_decisions(plan: dict) -> Decisions:
     arrays = np.load(d / "arrays.npz", allow_pickle=False)
     meta = json.loads((d / "meta.json").read_text())
     return Decisions(code=arrays["code"], duplicate_of=arrays["duplicate_of"], cluster=arrays["cluster"],
-                     offsets=arrays["offsets"], reasons=[tuple(r) for r in meta["reasons"]],
+                     similarity=arrays["similarity"], offsets=arrays["offsets"], reasons=[tuple(r) for r in meta["reasons"]],
                      bounds=meta["bounds"], index_bytes=meta["index_bytes"])
 
 
@@ -225,20 +284,40 @@ def export_datatrove_signatures(plan: dict, rank: int) -> None:
 
 
 def decide_near_datatrove(plan: dict, dec: Decisions) -> None:
-    """Near dedup from datatrove's bucket stage output (.dups pairs), clustered by our union-find so
+    """Near dedup from datatrove's bucket stage output (.dups pairs), each pair confirmed as dedup.verify
+    says (the signatures read from the task files by row, memory-mapped), clustered by our union-find so
     the first-seen document of each cluster is kept (as the in-memory backend does)."""
-    from gristmill.curate.dedup import UnionFind
+    from gristmill.curate.dedup import UnionFind, estimated_jaccard
 
+    d = config_from_dict(plan["config"]).dedup
     alive = np.flatnonzero(dec.code == KEEP)
     pos = {int(g): j for j, g in enumerate(alive.tolist())}
+    sigs = {info["rank"]: _signatures(plan, info, mmap=True) for info in _tasks(plan)}
+    exact = ExactShingles(plan, dec.offsets, d.ngram) if d.verify == "exact" else None
+
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # global indices -> Jaccard
+        if exact is not None:
+            return exact.jaccard(a, b)
+        ra, rb = (np.searchsorted(dec.offsets, x, side="right") - 1 for x in (a, b))
+        sa = np.stack([sigs[r][g - dec.offsets[r]] for r, g in zip(ra.tolist(), a.tolist())])
+        sb = np.stack([sigs[r][g - dec.offsets[r]] for r, g in zip(rb.tolist(), b.tolist())])
+        return estimated_jaccard(sa, sb)
+
     uf = UnionFind(len(alive))
     for f in sorted((Path(plan["work_dir"]) / "minhash" / "buckets").glob("*.dups")):
-        data = np.fromfile(f, dtype="<u4").reshape(-1, 4)  # (file1, doc1, file2, doc2)
-        for f1, d1, f2, d2 in data.tolist():
-            a, b = pos.get(int(dec.offsets[f1] + d1)), pos.get(int(dec.offsets[f2] + d2))
-            if a is not None and b is not None:
-                uf.union(a, b)
-    _apply_roots(dec, alive, uf.smallest_all())
+        data = np.fromfile(f, dtype="<u4").reshape(-1, 4).astype(np.int64)  # (file1, doc1, file2, doc2)
+        a, b = dec.offsets[data[:, 0]] + data[:, 1], dec.offsets[data[:, 2]] + data[:, 3]
+        both = np.array([int(x) in pos and int(y) in pos for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
+        a, b = a[both], b[both]
+        if d.verify != "none" and a.size:
+            ok = similarity(a, b) >= d.threshold
+            a, b = a[ok], b[ok]
+        for x, y in zip(a.tolist(), b.tolist()):
+            uf.union(pos[x], pos[y])
+    roots = uf.smallest_all()
+    dup = np.flatnonzero(roots != np.arange(len(roots)))
+    sims = similarity(alive[dup], alive[roots[dup]]) if dup.size else np.zeros(0)
+    _apply_roots(dec, alive, roots, np.asarray(sims, np.float32))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,6 +422,8 @@ def write_outputs(plan: dict, dec: Decisions) -> dict[str, Any]:
                                 row["stage"], row["reason"] = dec.reasons[code]
                                 if dec.duplicate_of[g] >= 0:
                                     row["duplicate_of"] = ids[dec.duplicate_of[g]]
+                                if not np.isnan(dec.similarity[g]):
+                                    row["similarity"] = round(float(dec.similarity[g]), 4)
                             g += 1
                         ledger.write(row)
                         rows_all.append({"kept": row["kept"], "stage": row["stage"], "reason": row["reason"],

@@ -35,6 +35,7 @@ FIELDS = [
     ("quality", "float32"),
     ("duplicate_of", "string"),  # id of the kept document (exact and near duplicates)
     ("cluster", "string"),  # near-duplicate cluster: id of its kept document (members and the kept one)
+    ("similarity", "float32"),  # near duplicates: Jaccard with duplicate_of (dedup.verify's measure)
     ("bytes_raw", "int64"),  # payload bytes as read
     ("bytes_text", "int64"),  # UTF-8 bytes of the extracted text (0 before extraction)
     ("bytes_clean", "int64"),  # UTF-8 bytes after the heuristic filters (C4 removes lines)
