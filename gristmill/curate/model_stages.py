@@ -5,6 +5,7 @@ A recipe trains them from its own data and hands the folders to curate (roles "r
 from __future__ import annotations
 
 import itertools
+import json
 import tempfile
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def run_reference(config: ReferenceConfig, inputs: dict[str, list[Path]], out_di
 
 
 def _web_negatives(paths: list[Path], out: Path, limit: int) -> int:
-    """Raw web text from dumps: every HTML page extracted (no filtering), one document per line."""
+    """Raw web text from dumps: every HTML page extracted (no filtering), one JSONL row {"text"} per page.
+
+    JSONL, not .txt: read_texts reads .txt by the stage's txt_docs, and in paragraph mode a file of
+    one page per line is a single block, i.e. one document for all the pages."""
     from gristmill.curate.config import ExtractionConfig
     from gristmill.curate.extract import Extractor
     from gristmill.curate.readers import plan_units, read_unit
@@ -54,7 +58,7 @@ def _web_negatives(paths: list[Path], out: Path, limit: int) -> int:
                     continue
                 text = ex.extract(rec.content)[0] if rec.is_html else rec.content
                 if text and text.strip():
-                    f.write(" ".join(text.split()) + "\n")
+                    f.write(json.dumps({"text": text}) + "\n")
                     n += 1
                     if n >= limit:
                         return n
@@ -65,8 +69,6 @@ def run_quality_model(config: QualityModelConfig, inputs: dict[str, list[Path]],
                       force: bool = False) -> Manifest:
     """inputs["positive"]: reference-quality text files; inputs["negative"]: raw web text files, or web
     dumps (WARC / .html / Parquet) whose pages are extracted unfiltered as the negatives."""
-    import json
-
     from gristmill.curate.quality import train_quality
 
     start = begin_stage("quality-model", to_dict(config), inputs, out_dir,
@@ -81,7 +83,7 @@ def run_quality_model(config: QualityModelConfig, inputs: dict[str, list[Path]],
     dumps = [p for p in neg if p not in text_neg]
     with tempfile.TemporaryDirectory(dir=start.out_dir, prefix=".negatives-") as td:
         if dumps:
-            web = Path(td) / "web-negatives.txt"
+            web = Path(td) / "web-negatives.jsonl"
             if _web_negatives(dumps, web, config.max_negative_documents) == 0:
                 raise CurateError(f"no text could be extracted from {', '.join(map(str, dumps))} for negatives")
             text_neg.append(web)

@@ -6,15 +6,14 @@ The FineWeb-Edu / DCLM idea at CPU cost: train on reference text (positives) aga
 Input files (`read_texts`): `.jsonl` / `.jsonl.gz` / `.jsonl.zst` with a "text" field per line, or
 `.txt` / `.txt.gz` where, by default, each non-empty line is one document (`txt_docs="line"`);
 `txt_docs="paragraph"` makes each blank-line-separated block one document instead (hard-wrapped
-books). The model file is fastText's own binary format (`model.bin`; not a pickle).
+books). Text that is not UTF-8 is decoded in the charset detected as for web pages (e.g. cp1252).
+The model file is fastText's own binary format (`model.bin`; not a pickle).
 
 Text given to fastText (`classifier_text`): NFKC, lowercase, digits -> "0", tokens (`\\w+` runs and
 single punctuation marks) joined by spaces on one line, at most `max_tokens` tokens.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 from gristmill.curate import CurateError
+from gristmill.curate.config import QualityModelConfig
 from gristmill.manifests import MANIFEST_NAME, atomic_write_json, read_manifest
 
 HQ, LQ = "__label__hq", "__label__lq"
@@ -45,67 +45,85 @@ def classifier_text(text: str, max_tokens: int = MAX_TOKENS) -> str:
     return " ".join(tokens[:max_tokens])
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if name.endswith(".zst"):
-        import zstandard
+def _read_decoded(path: Path) -> str:
+    """A training file's whole text (decompressed), its charset found as for web pages (decode_html):
+    UTF-8 when it is valid UTF-8, else a declared or cchardet-detected charset, e.g. cp1252.
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    The whole file at once: a charset is guessed from a large sample, not a line, and training
+    holds every document in memory anyway. CRLF and CR line ends become LF, as in text-mode files."""
+    from gristmill.curate.readers import _open_text_stream, decode_html
+
+    with _open_text_stream(str(path)) as f:
+        payload = f.read()
+    text, _ = decode_html(payload)
+    if text is None:
+        # decode_html takes valid UTF-8 first, so strict UTF-8 fails here, at the first bad byte
+        start = 0
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as e:
+            start = e.start
+        line = payload.count(b"\n", 0, start) + 1
+        raise CurateError(f"{path}:{line}: byte 0x{payload[start]:02x} is not UTF-8 "
+                          f"and no other charset fits the file; convert it to UTF-8 (e.g. iconv -f <its charset> "
+                          f"-t utf-8)")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_texts(path: str | Path, txt_docs: Literal["line", "paragraph"] = "line",
                field: str = "text") -> Iterator[str]:
     """Documents of one training file (see the module docstring for the formats).
 
-    A JSONL line that is not a JSON object with a string `field` raises CurateError naming the
-    file and line; empty documents are skipped.
+    Text that is not UTF-8 is decoded in the charset decode_html detects; a file no charset fits,
+    or a JSONL line that is not a JSON object with a string `field`, raises CurateError naming the
+    file and line. Empty documents are skipped.
     """
     path = Path(path)
     name = path.name.lower()
     stem = re.sub(r"\.(gz|zst)$", "", name)
+    if not stem.endswith((".jsonl", ".ndjson", ".txt")):
+        raise CurateError(f"{path}: unknown text file type; use .txt, .txt.gz, .jsonl, .jsonl.gz "
+                          f"or .jsonl.zst")
     try:
-        with _open_text(path) as f:
-            if stem.endswith((".jsonl", ".ndjson")):
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise CurateError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be "
-                                          f"one JSON object with a {field!r} field") from None
-                    text = row.get(field) if isinstance(row, dict) else None
-                    if not isinstance(text, str):
-                        raise CurateError(f"{path}:{lineno}: no string {field!r} field in this record")
-                    if text.strip():
-                        yield text
-            elif stem.endswith(".txt"):
-                if txt_docs == "line":
-                    for line in f:
-                        if line.strip():
-                            yield line.rstrip("\n")
-                else:
-                    for block in re.split(r"\n[ \t]*\n", f.read()):
-                        if block.strip():
-                            yield block.strip("\n")
-            else:
-                raise CurateError(f"{path}: unknown text file type; use .txt, .txt.gz, .jsonl, .jsonl.gz "
-                                  f"or .jsonl.zst")
-    except UnicodeDecodeError as e:
-        raise CurateError(f"{path}: not UTF-8 text ({e}); convert it to UTF-8") from None
+        text = _read_decoded(path)
     except (OSError, EOFError) as e:
         if isinstance(e, FileNotFoundError):
             raise CurateError(f"{path}: no such file") from None
         raise CurateError(f"{path}: cannot read ({e})") from None
+    # split on "\n" only: str.splitlines would also split at U+0085 or U+2028 inside a document
+    if stem.endswith((".jsonl", ".ndjson")):
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CurateError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be "
+                                  f"one JSON object with a {field!r} field") from None
+            doc = row.get(field) if isinstance(row, dict) else None
+            if not isinstance(doc, str):
+                raise CurateError(f"{path}:{lineno}: no string {field!r} field in this record")
+            if doc.strip():
+                yield doc
+    elif txt_docs == "line":
+        for line in text.split("\n"):
+            if line.strip():
+                yield line
+    else:
+        for block in re.split(r"\n[ \t]*\n", text):
+            if block.strip():
+                yield block.strip("\n")
+
+
+# The defaults of train_quality are QualityModelConfig's, so a call, the command and a recipe train the same model.
+_DEFAULTS = QualityModelConfig()
 
 
 def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path], out_dir: str | Path, *,
-                  epochs: int = 10, lr: float = 0.1, wordNgrams: int = 2, dim: int = 64, bucket: int = 200_000,
-                  min_count: int = 1, seed: int = 0, holdout: float = 0.1,
-                  txt_docs: Literal["line", "paragraph"] = "line", max_tokens: int = MAX_TOKENS) -> Path:
+                  epochs: int = _DEFAULTS.epochs, lr: float = _DEFAULTS.lr, wordNgrams: int = _DEFAULTS.word_ngrams,
+                  dim: int = _DEFAULTS.dim, bucket: int = _DEFAULTS.bucket, min_count: int = 1,
+                  seed: int = _DEFAULTS.seed, holdout: float = _DEFAULTS.holdout,
+                  txt_docs: Literal["line", "paragraph"] = _DEFAULTS.txt_docs, max_tokens: int = MAX_TOKENS) -> Path:
     """Train the fastText classifier; writes `out_dir/model.bin` and `out_dir/metrics.json`, returns model.bin.
 
     A seeded shuffle of each class holds out `holdout` of its documents (at least one when it has
