@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_minhash import edit  # noqa: E402  (this folder is on sys.path when run as a script)
 from gristmill.curate.dedup import MinHasher, band_keys, estimated_jaccard, exact_jaccard  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data"
@@ -59,24 +60,12 @@ def _sentences(text: str) -> list[str]:
     return out + ([" ".join(cur)] if cur else [])
 
 
-def _edit_words(text: str, share: float, rng: random.Random, vocab: list[str]) -> str:
-    words = text.split(" ")
-    out = []
-    for w in words:
-        r = rng.random()
-        if r < share / 3:
-            continue  # dropped
-        if r < 2 * share / 3:
-            out.append(rng.choice(vocab))  # replaced
-            continue
-        out.append(w)
-        if r < share:
-            out.append(rng.choice(vocab))  # inserted
-    return " ".join(out)
+def _edit_words(text: str, share: float, rng: random.Random) -> str:
+    """Words dropped, replaced and inserted at rate `share` (bench_minhash's edit)."""
+    return " ".join(edit(text.split(" "), rng, share))
 
 
 def make_pairs(docs: list[str], n: int, rng: random.Random) -> list[tuple[str, str, int, str]]:
-    vocab = [w for d in docs[:50] for w in d.split()]
     pairs = []
     for i in range(n):
         a = rng.choice(docs)
@@ -88,13 +77,13 @@ def make_pairs(docs: list[str], n: int, rng: random.Random) -> list[tuple[str, s
             lines = [p for p in b_doc.split("\n") if p.strip()]
             b = "\n".join(lines[:rng.randint(1, 2)] + paras + lines[-rng.randint(1, 2):])
         elif kind == "light_edit":
-            b = _edit_words(a, rng.uniform(0.02, 0.05), rng, vocab)
+            b = _edit_words(a, rng.uniform(0.02, 0.05), rng)
         elif kind == "truncated":
             words = a.split(" ")
             b = " ".join(words[:int(len(words) * rng.uniform(0.75, 0.95))])
         elif kind == "paragraph":
             if len(paras) < 5:
-                b = _edit_words(a, 0.02, rng, vocab)
+                b = _edit_words(a, 0.02, rng)
             elif rng.random() < 0.5:
                 k = rng.randrange(len(paras))
                 b = "\n".join(paras[:k] + paras[k + 1:])
@@ -142,6 +131,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--threshold", type=float, default=0.7)
+    ap.add_argument("--bands", type=int, default=14)
+    ap.add_argument("--rows", type=int, default=8)
     args = ap.parse_args()
     docs = load_docs(args.data)
     pairs = make_pairs(docs, args.pairs, random.Random(0))
@@ -157,15 +148,15 @@ def main() -> None:
                                                             "banding + signature >= t": [],
                                                             "banding + exact >= t": []}
     for seed in range(1, args.seeds + 1):
-        mh = MinHasher(num_perm=112, ngram=5, seed=seed)
+        mh = MinHasher(num_perm=args.bands * args.rows, ngram=5, seed=seed)
         sa = mh.signatures([a for a, _, _, _ in pairs])
         sb = mh.signatures([b for _, b, _, _ in pairs])
-        cand = (band_keys(sa) == band_keys(sb)).any(axis=1)
+        cand = (band_keys(sa, args.bands, args.rows) == band_keys(sb, args.bands, args.rows)).any(axis=1)
         est = estimated_jaccard(sa, sb)
         results["banding alone (verify none)"].append(f1(cand, gold))
         results["banding + signature >= t"].append(f1(cand & (est >= args.threshold), gold))
         results["banding + exact >= t"].append(f1(cand & (exact >= args.threshold), gold))
-    print(f"\nthreshold t = {args.threshold}; {args.seeds} MinHash seeds; median (min-max)")
+    print(f"\n{args.bands} x {args.rows} bands, threshold t = {args.threshold}; {args.seeds} MinHash seeds; median (min-max)")
     print(f"{'rule':32s} {'precision':>18s} {'recall':>18s} {'F1':>18s}")
     for name, rows in results.items():
         cols = []

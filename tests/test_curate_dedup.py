@@ -394,3 +394,21 @@ def test_curate_confirms_candidate_pairs_before_dropping(tmp_path, verify):
         assert sim == pytest.approx(want, abs=1e-4) and sim >= 0.7
     else:
         assert sim == pytest.approx(high_est, abs=1e-4)
+
+
+def test_a_huge_bucket_is_verified_against_its_first_document_only():
+    """A template shared by many pages: with verification, a bucket over MAX_BUCKET documents costs k - 1
+    comparisons, not k(k-1)/2, and still links every member that is similar to the first one."""
+    from gristmill.curate import dedup
+
+    rng = np.random.default_rng(11)
+    n = dedup.MAX_BUCKET + 40
+    sig = rng.integers(0, 1 << 30, size=(n, 8), dtype=np.uint32)
+    sig[:, :2] = 7  # band 0 shared by all: one bucket of n documents
+    sig[1:6, 2:6] = sig[0, 2:6]  # documents 1-5 share 6 of 8 values with document 0 (J ~ 0.75)
+    pairs = lsh_candidates(sig, 4, 2, max_bucket=dedup.MAX_BUCKET)
+    # the big bucket: (0, j) for every j; bands 1 and 2: all 15 pairs among documents 0-5
+    assert sorted(pairs) == sorted({(0, j) for j in range(1, n)} | {(i, j) for i in range(6) for j in range(i + 1, 6)})
+    assert len(lsh_candidates(sig, 4, 2)) == n * (n - 1) // 2
+    roots = near_duplicate_clusters(sig, 4, 2, threshold=0.7)
+    assert roots.tolist() == [0] * 6 + list(range(6, n))

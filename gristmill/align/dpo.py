@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct, plot_panels, samples_table
 from gristmill.align.config import DPOConfig
 from gristmill.align.data import Skipped
 from gristmill.manifests import Manifest, read_manifest
@@ -310,28 +310,11 @@ def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
 
 def plot_preferences(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     """accuracy, margin, and the chosen / rejected log-probs against step, train and held-out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("implicit-reward accuracy", ["accuracy"]), ("margin r(chosen) - r(rejected)", ["margin"]),
               ("completion log-prob (sum)", ["logp_chosen", "logp_rejected"])]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (name, keys) in zip(axes, panels):
-        for key in keys:
-            for prefix, style in (("train_", "-"), ("eval_", "o--")):
-                pts = [(r["step"], r[prefix + key]) for r in rows if r.get(prefix + key) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), style, label=f"{prefix[:-1]} {key}", markersize=4)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plot_panels(path, rows, [(name, [(prefix + k, style, f"{prefix[:-1]} {k}") for k in keys
+                                     for prefix, style in (("train_", "-"), ("eval_", "o--"))])
+                             for name, keys in panels], title=title, xlabel="step", shape=(1, 3))
 
 
 def _report(m: Manifest, base: Path) -> str:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
+from gristmill.align import AlignError, fmt as _fmt, pct as _pct, plot_panels, samples_table
 from gristmill.align.config import PPOConfig
 from gristmill.manifests import Manifest, read_manifest
 
@@ -456,28 +456,11 @@ def _length_hacking(rows: list[dict[str, Any]], verdict: dict[str, Any], acc_bef
 
 def _plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
     """score (and checker accuracy), KL, response length, entropy and value loss against iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("score", ["score", "accuracy"]), ("KL to the reference (nats / response)", ["kl"]),
               ("response length (tokens)", ["response_tokens"]), ("entropy (nats / token)", ["entropy"]),
               ("value loss", ["value_loss"]), ("clip fraction, approx KL", ["clipfrac", "approx_kl"])]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
-    for ax, (name, keys) in zip(axes.flat, panels):
-        for key in keys:
-            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), "-o", markersize=3, label=key)
-        ax.set_title(name)
-        ax.set_xlabel("iteration")
-        if len(ax.lines) > 1:
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plot_panels(path, rows, [(name, [(k, "-o", k) for k in keys]) for name, keys in panels], title=title,
+                xlabel="iteration", shape=(2, 3))
 
 
 def _report(m: Manifest, base: Path) -> str:

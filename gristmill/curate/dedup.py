@@ -7,9 +7,10 @@
   when asked, exact on the two shingle sets (`exact_jaccard`); connected components (union-find) are
   the clusters; each cluster keeps its first-seen (smallest index) document.
 
-Why verify: banding alone links every pair that shares one band, and 14x8 bands link a pair of Jaccard
-0.5 with probability 1 - (1 - 0.5^8)^14 = 5 %, of 0.6 with 21 %; confirming each candidate's Jaccard
-removes those (on real human-judged web pairs the confirmed 14x8 raised F1 from .69 to .73).
+Why verify: banding alone links every pair that shares one band (14x8 bands link a pair of Jaccard 0.5
+with probability 1 - (1 - 0.5^8)^14 = 5 %, of 0.6 with 21 %) and misses many above the threshold (56 %
+found at 0.7). With a check of each candidate's Jaccard, the bands can be wide (curate's default 28x4
+finds 99.95 % of the pairs at 0.7) and the threshold itself decides.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from gristmill.curate.minhash import MinHasher, _fmix64, estimated_jaccard, norm
 __all__ = ["normalize_text", "exact_key", "MinHasher", "estimated_jaccard", "band_keys", "lsh_candidates",
            "UnionFind", "near_duplicate_clusters", "NearDupIndex", "exact_jaccard"]
 
+#: With verification, a bucket of more documents than this is checked against its first document only.
+MAX_BUCKET = 256
 _U64 = np.uint64
 _BAND_MUL = _U64(0x9FB21C651E98DF25)
 
@@ -71,23 +74,30 @@ def _bucket_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, starts, lengths
 
 
-def lsh_candidates(signatures: np.ndarray, bands: int = 14, rows: int = 8) -> list[tuple[int, int]]:
+def lsh_candidates(signatures: np.ndarray, bands: int = 14, rows: int = 8,
+                   max_bucket: int | None = None) -> list[tuple[int, int]]:
     """All pairs (i, j), i < j, that share a bucket in at least one band; sorted, no repeats.
 
-    A bucket of k documents gives k(k-1)/2 pairs: fine for verification, but for clustering alone
-    `near_duplicate_clusters` links each document to its bucket's first one instead (same components).
+    A bucket of k documents gives k(k-1)/2 pairs. With `max_bucket`, a bucket of more than that many
+    documents gives only its k - 1 pairs with its first document (a page template shared by thousands
+    of pages would otherwise cost millions of comparisons; its members still meet the first one).
     """
     keys = band_keys(signatures, bands, rows)
-    pairs: set[tuple[int, int]] = set()
     if keys.shape[0] < 2:
         return []
+    parts = []
     for b in range(keys.shape[1]):
         order, starts, lengths = _bucket_runs(keys[:, b])
         for s, k in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
             members = order[s: s + k]  # ascending document indices (stable sort)
+            if max_bucket is not None and k > max_bucket:
+                parts.append(np.stack([np.full(k - 1, members[0]), members[1:]], 1))
+                continue
             ii, jj = np.triu_indices(k, 1)
-            pairs.update(zip(members[ii].tolist(), members[jj].tolist()))
-    return sorted(pairs)
+            parts.append(np.stack([members[ii], members[jj]], 1))
+    if not parts:
+        return []
+    return [tuple(p) for p in np.unique(np.concatenate(parts), axis=0).tolist()]
 
 
 class UnionFind:
@@ -155,7 +165,8 @@ def near_duplicate_clusters(signatures: np.ndarray, bands: int = 14, rows: int =
     `roots[i] == i` means document i is kept; otherwise it duplicates document `roots[i]`.
     threshold None: every LSH candidate pair links its documents. threshold t: a candidate pair links
     only when its Jaccard is >= t: `similarity(pairs)` ((P, 2) int64 row indices -> (P,) floats) when
-    given, else the estimate from the signatures (share of equal values over the whole signature).
+    given, else the estimate from the signatures (share of equal values over the whole signature);
+    the pairs of a bucket larger than MAX_BUCKET are only those with its first document.
     """
     sig = _check_bands(signatures, bands, rows)
     n = sig.shape[0]
@@ -172,7 +183,7 @@ def near_duplicate_clusters(signatures: np.ndarray, bands: int = 14, rows: int =
             for i, j in zip(first[linked].tolist(), order[linked].tolist()):
                 uf.union(i, j)
     else:
-        pairs = np.array(lsh_candidates(sig, bands, rows), dtype=np.int64).reshape(-1, 2)
+        pairs = np.array(lsh_candidates(sig, bands, rows, max_bucket=MAX_BUCKET), dtype=np.int64).reshape(-1, 2)
         if len(pairs):
             sims = (similarity(pairs) if similarity is not None
                     else estimated_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]))
