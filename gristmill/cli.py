@@ -33,7 +33,14 @@ def _add_stage_parser(sub: argparse._SubParsersAction, spec: StageSpec) -> None:
     p.add_argument("--config", type=Path, help=f"a recipe TOML; its [{spec.name}] section configures the stage")
     p.add_argument("--set", action="append", default=[], metavar=f"{spec.name}.KEY=VALUE", help="override a config value")
     p.add_argument("--force", action="store_true", help="redo the stage even when it already finished")
+    _add_verify_inputs(p)
     p.set_defaults(func=_cmd_stage, spec=spec)
+
+
+def _add_verify_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify-inputs", action="store_true",
+                   help="hash every input byte (default: trust the hash cache for files whose size, mtime and "
+                        "inode are unchanged since they were hashed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +92,7 @@ def _add_run_args(p: argparse.ArgumentParser, *, out_required: bool) -> None:
     p.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage (earlier ones must be finished)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage")
     p.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is skipped, why) and stop")
+    _add_verify_inputs(p)
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
@@ -193,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "verify_inputs", False):
+        from gristmill.manifests.hashing import VERIFY_ENV
+        os.environ[VERIFY_ENV] = "1"  # the environment, so that torchrun's ranks and the planner's stages see it
     return _guard(lambda: args.func(args))
 
 

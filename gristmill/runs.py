@@ -204,7 +204,7 @@ def _why_run(step: Step, upstream_rerun: list[str]) -> str:
     if old.id == step.id:
         if upstream_rerun:
             return f"inputs re-run: {', '.join(upstream_rerun)}"
-        return "outputs do not verify" if verify(mp) else "an input stage ran again since"
+        return "outputs do not verify" if verify(mp, cached=True) else "an input stage ran again since"
     changed = sorted(k for k in set(old.config) | set(step.config_dict) if old.config.get(k) != step.config_dict.get(k))
     if changed:
         return f"config changed ({', '.join(changed)}): id {old.id} -> {step.id}"

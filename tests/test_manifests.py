@@ -159,3 +159,57 @@ def test_begin_stage_skips_finished_and_forgets_stale(tmp_path):
     assert finished(out, s.manifest.id) is None
     with pytest.raises(ManifestError, match="unknown input role"):
         begin_stage("curate", {}, {"model": [raw]}, out, expect={"data": ("raw",)})
+
+
+def _count_hashing(monkeypatch):
+    """Files read in full by any hash from now on."""
+    from gristmill.manifests import hashing
+    seen = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: seen.append(str(p)) or real(p))
+    return seen
+
+
+def test_stage_starts_trust_the_hash_cache_and_verify_does_not(tmp_path, monkeypatch):
+    """A second stage start reads no unchanged input again (stage outputs and raw files); an edit that keeps
+    size and mtime fools the cache but not `manifest verify`, nor a start under --verify-inputs."""
+    up = tmp_path / "up"
+    _stage(up, "curate", text="x" * 5000)
+    raw = tmp_path / "raw.txt"
+    raw.write_text("y" * 3000)
+    expect = {"data": ("curate",), "extra": ("raw",)}
+    inputs = {"data": [up], "extra": [raw]}
+    first = begin_stage("tokenize", {}, inputs, tmp_path / "out", expect=expect)
+    seen = _count_hashing(monkeypatch)
+    again = begin_stage("tokenize", {}, inputs, tmp_path / "out", expect=expect)
+    assert again.manifest.id == first.manifest.id
+    assert not [p for p in seen if p.endswith(("out.txt", "raw.txt"))]  # only the small manifest.json files
+    # the same bytes count, size and mtime, other content: the cache cannot see it
+    st = os.stat(up / "out.txt")
+    with open(up / "out.txt", "r+") as f:
+        f.write("z")
+    os.utime(up / "out.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert verify(up, cached=True) == []
+    assert len(verify(up)) == 1  # `gristmill manifest verify` reads every byte
+    monkeypatch.setenv("GRISTMILL_VERIFY_INPUTS", "1")
+    with pytest.raises(ManifestError, match="does not verify"):
+        begin_stage("tokenize", {}, inputs, tmp_path / "out", expect=expect)
+
+
+def test_a_changed_file_is_hashed_again(tmp_path, monkeypatch):
+    _stage(tmp_path / "a", "curate", text="hello")
+    assert verify(tmp_path / "a", cached=True) == []
+    (tmp_path / "a" / "out.txt").write_text("hello, again")  # size and mtime change
+    seen = _count_hashing(monkeypatch)
+    assert "sha256 mismatch" in verify(tmp_path / "a", cached=True)[0]
+    assert any(p.endswith("out.txt") for p in seen)
+
+
+def test_verify_inputs_flag_and_out_that_is_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRISTMILL_VERIFY_INPUTS", "0")  # restored (unset) after the test, whatever main() sets
+    _stage(tmp_path / "a", "curate")
+    (tmp_path / "f").write_text("not a folder")
+    assert main(["tokenize", "--input", str(tmp_path / "a"), "--out", str(tmp_path / "f"), "--verify-inputs"]) == 1
+    err = capsys.readouterr().err
+    assert "that is a file" in err and "Traceback" not in err
+    assert os.environ.get("GRISTMILL_VERIFY_INPUTS") == "1"

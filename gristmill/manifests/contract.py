@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from gristmill.manifests.hashing import HashCache
 from gristmill.manifests.inputs import check_input
 from gristmill.manifests.schema import MANIFEST_NAME, InputRecord, Manifest, ManifestError
 from gristmill.manifests.store import environment_info, finished, new_manifest
@@ -21,11 +22,16 @@ class StageStart:
 
 def input_records(inputs: Mapping[str, Sequence[str | Path]], expect: Mapping[str, tuple[str, ...]],
                   out_dir: str | Path) -> list[InputRecord]:
-    """Check every input against what its role accepts; paths are recorded relative to out_dir."""
+    """Check every input against what its role accepts; paths are recorded relative to out_dir.
+
+    Hashes of files unchanged since they were last hashed are trusted (HashCache: the raw inputs' cache
+    is out_dir's, written when out_dir exists; a stage input's is in its own folder); under
+    --verify-inputs every byte is read."""
     unknown = sorted(set(inputs) - set(expect))
     if unknown:
         raise ManifestError(f"unknown input role(s) {', '.join(unknown)}; this stage takes {', '.join(expect)}")
     records = []
+    cache = HashCache(out_dir)
     for role, paths in inputs.items():
         accepted = expect[role]
         stages = tuple(s for s in accepted if s != RAW)
@@ -33,7 +39,8 @@ def input_records(inputs: Mapping[str, Sequence[str | Path]], expect: Mapping[st
             p = Path(p)
             has_manifest = (p / MANIFEST_NAME).is_file() or (p.name == MANIFEST_NAME and p.is_file())
             want = stages if (has_manifest or RAW not in accepted) else None
-            records.append(check_input(p, want or None, role=role, relative_to=out_dir))
+            records.append(check_input(p, want or None, role=role, relative_to=out_dir, cache=cache))
+    cache.save()
     return records
 
 
@@ -46,10 +53,12 @@ def begin_stage(stage: str, config: dict[str, Any], inputs: Mapping[str, Sequenc
     counts as unfinished from here on and can never be mistaken for this run's result.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ManifestError(f"--out {out}: that is a file; the output of `{stage}` is a folder: give a new or existing folder")
+    out.mkdir(parents=True, exist_ok=True)  # first: the raw inputs' hash cache is kept here
     records = input_records(inputs, expect, out)
     m = new_manifest(stage, config, records, environment=environment_info(device, world_size))
     done = None if force else finished(out, m.id)
     if done is None and (out / MANIFEST_NAME).exists():
         (out / MANIFEST_NAME).unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return StageStart(manifest=m, done=done, out_dir=out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gristmill.manifests.hashing import sha256_file, sha256_tree
+from gristmill.manifests.hashing import HashCache, sha256_file, sha256_tree
 from gristmill.manifests.schema import MANIFEST_NAME, InputRecord, ManifestError
 from gristmill.manifests.store import read_manifest, verify
 
@@ -19,7 +19,8 @@ def _display_path(path: Path, relative_to: Path | None) -> str:
 
 
 def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None = None, *, role: str = "data",
-                relative_to: str | Path | None = None, verify_outputs: bool = True) -> InputRecord:
+                relative_to: str | Path | None = None, verify_outputs: bool = True,
+                cache: HashCache | None = None) -> InputRecord:
     """Check one input and return its record for the new manifest.
 
     - A folder with `manifest.json` (or the manifest file itself) is a gristmill stage: its schema
@@ -27,6 +28,9 @@ def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None =
       is False. A mismatch raises ManifestError naming the file and both hashes.
     - Anything else is a raw input: recorded by path, size and sha256. `expected_stage` given and
       no manifest found is an error: the stage needs a gristmill stage folder there.
+
+    `cache` given: hashes of unchanged files are trusted, a stage input's from its own folder's cache, a
+    raw input's from `cache` (HashCache; the caller saves it). None: every byte is hashed.
     """
     p = Path(path)
     rel = Path(relative_to) if relative_to is not None else None
@@ -38,7 +42,7 @@ def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None =
         stages = (expected_stage,) if isinstance(expected_stage, str) else expected_stage
         if stages and m.stage not in stages:
             raise ManifestError(f"input {role!r}: {mp} is a {m.stage!r} stage; expected {' or '.join(stages)}")
-        if verify_outputs and (problems := verify(mp)):
+        if verify_outputs and (problems := verify(mp, cached=cache is not None)):
             raise ManifestError(f"input {role!r}: {mp.parent} does not verify: " + "; ".join(problems))
         return InputRecord(role=role, path=_display_path(mp, rel), sha256=sha256_file(mp), stage=m.stage, id=m.id)
     if expected_stage:
@@ -46,8 +50,8 @@ def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None =
         raise ManifestError(f"input {role!r}: {p} has no {MANIFEST_NAME}; expected the output folder of a "
                             f"finished `{want}` stage")
     if p.is_dir():
-        digest, size = sha256_tree(p)
+        digest, size = sha256_tree(p, cache)
     else:
-        digest, size = sha256_file(p), p.stat().st_size
+        digest, size = (cache.sha256(p) if cache else sha256_file(p)), p.stat().st_size
     return InputRecord(role=role, path=_display_path(p, rel), sha256=digest, bytes=size)
 

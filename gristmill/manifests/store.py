@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gristmill.manifests.hashing import sha256_file
+from gristmill.manifests.hashing import HashCache, sha256_file
 from gristmill.manifests.io import atomic_write_json
 from gristmill.manifests.schema import MANIFEST_NAME, InputRecord, Manifest, ManifestError, OutputRecord, compute_id
 
@@ -72,8 +72,12 @@ def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
     if not manifest.created:
         manifest.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     Manifest.from_dict(manifest.to_dict(), where=str(out_dir / MANIFEST_NAME))  # refuse unsafe paths early
+    cache = HashCache(out_dir)
     for o in manifest.outputs:
-        _check_inside(out_dir, o.path)
+        full = _check_inside(out_dir, o.path)
+        if full.is_file():  # the stage has just hashed it: the next start need not read it again
+            cache.remember(full, o.sha256)
+    cache.save()
     path = out_dir / MANIFEST_NAME
     atomic_write_json(path, manifest.to_dict())
     return path
@@ -111,11 +115,15 @@ def _check_inside(out_dir: Path, rel: str) -> Path:
     return full
 
 
-def verify(path: str | Path) -> list[str]:
-    """Re-hash every output a manifest lists. Returns the problems (empty when all is well)."""
+def verify(path: str | Path, *, cached: bool = False) -> list[str]:
+    """Re-hash every output a manifest lists. Returns the problems (empty when all is well).
+
+    cached: trust the folder's hash cache for files whose stat is unchanged (stage starts, the planner);
+    without it (`gristmill manifest verify`) every byte is read, and the cache is refreshed."""
     mp = manifest_path(path)
     m = read_manifest(mp)
     out_dir = mp.parent
+    cache = HashCache(out_dir, trust=cached)
     problems = []
     for o in m.outputs:
         try:
@@ -126,9 +134,10 @@ def verify(path: str | Path) -> list[str]:
         if not full.is_file():
             problems.append(f"{full}: missing (manifest lists {o.bytes} bytes, sha256 {o.sha256})")
             continue
-        got = sha256_file(full)
+        got = cache.sha256(full)
         if got != o.sha256:
             problems.append(f"{full}: sha256 mismatch: manifest says {o.sha256}, file has {got}")
+    cache.save()
     return problems
 
 
@@ -149,7 +158,7 @@ def finished(out_dir: str | Path, expected_id: str) -> Manifest | None:
         m = read_manifest(mp)
     except ManifestError:
         return None
-    if m.id != expected_id or verify(mp) or not _stage_inputs_unchanged(m, mp.parent):
+    if m.id != expected_id or verify(mp, cached=True) or not _stage_inputs_unchanged(m, mp.parent):
         return None
     return m
 
