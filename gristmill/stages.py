@@ -107,7 +107,8 @@ BUILTIN: tuple[StageSpec, ...] = (
         tools=(("export", "gristmill.tokenize.export:main"),)),
     StageSpec(
         name="pretrain", help="token shards -> base model (Hugging Face folder)",
-        roles=(Role("data", "--data", accepts=("tokenize",), help="a finished tokenize folder"),),
+        roles=(Role("data", "--data", accepts=("tokenize",), many=True,
+                    help="finished tokenize folders, one tokenizer; several = a mixture (pretrain.mixture)"),),
         config="gristmill.pretrain.config:PretrainConfig", run="gristmill.pretrain.run:run_pretrain", issue=5),
     StageSpec(
         name="sft", help="base model + instructions -> SFT model", group="align",

@@ -212,3 +212,23 @@ def test_a_stage_runs_twice_under_two_names(recipe, tmp_path):
     assert (tmp_path / "run" / "beta2" / "b.txt").read_text() == "abab?"
     assert read_manifest(tmp_path / "run" / "beta2").stage == "beta"
     assert _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip", "beta2": "skip"}  # ids agree
+
+
+def test_pretrain_takes_a_mixture_of_two_tokenize_steps(tmp_path):
+    """The recipe form of a data mixture: a second curate and tokenize (with the first one's tokenizer) under
+    other names, and pretrain's data a list of both."""
+    from gristmill.stages import BUILTIN
+
+    (tmp_path / "web.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "ref.jsonl").write_text('{"text": "clean"}\n')
+    recipe = {"run": {"stages": ["curate", "curate-ref", "tokenize", "tokenize-ref", "pretrain"],
+                      "uses": {"curate-ref": "curate", "tokenize-ref": "tokenize"}},
+              "inputs": {"curate": {"data": "web.jsonl"}, "curate-ref": {"data": "ref.jsonl"},
+                         "tokenize": {"data": "@curate"},
+                         "tokenize-ref": {"data": "@curate-ref", "tokenizer": "@tokenize"},
+                         "pretrain": {"data": ["@tokenize", "@tokenize-ref"]}},
+              "pretrain": {"mixture": [0.8, 0.2]}}
+    steps = plan(recipe, {s.name: s for s in BUILTIN}, run_dir=tmp_path / "run", recipe_dir=tmp_path)
+    pre = steps[-1]
+    assert pre.action == "run" and [p.name for p in pre.inputs["data"]] == ["tokenize", "tokenize-ref"]
+    assert pre.config.mixture == [0.8, 0.2]

@@ -135,6 +135,9 @@ class PretrainConfig:
     seq_len: int = 256
     #: base seed: model init and the data order derive from it
     seed: int = 0
+    #: weights of the --data sources, in their order (e.g. [0.8, 0.2]: curated web, reference text); [] = one
+    #: source, or several in proportion to their train windows. A source that runs out repeats (the report says so).
+    mixture: list[float] = field(default_factory=list)
 
     # --- sections shared by every training stage -----------------------------------------------
     #: AdamW, the warmup-cosine LR and clipping
@@ -174,6 +177,8 @@ class PretrainConfig:
         _need(self.optim.warmup_steps <= self.max_steps,
              f"pretrain.optim.warmup_steps={self.optim.warmup_steps} exceeds pretrain.max_steps={self.max_steps}; "
              f"lower it (e.g. --set pretrain.optim.warmup_steps={max(0, self.max_steps // 10)})")
+        _need(all(w > 0 for w in self.mixture), f"pretrain.mixture={self.mixture}: every weight must be > 0; "
+              "leave a source out of --data instead of giving it 0")
         _need(self.peak_tflops >= 0, f"pretrain.peak_tflops={self.peak_tflops} is negative; 0 = guess from the GPU")
         shape = self.model_shape()
         _need(shape["hidden_size"] % shape["num_heads"] == 0,

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gristmill.config import to_dict
 from gristmill.manifests import (Manifest, atomic_write_text, begin_stage, output_record, read_manifest,
                                  write_manifest)
@@ -50,17 +52,26 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
 
     parallel.on_main(par, lambda: discard_other_runs(out, m.id, force=force))
 
-    data_dir = Path(inputs["data"][0])
+    data_dirs = [Path(d) for d in inputs["data"]]
+    data_dir = data_dirs[0]  # the first source: its tokenizer is the model's, its val split the val loss
     tok_manifest = read_manifest(data_dir)
-    train_set = ShardSet.open(data_dir, "train", verify=False)  # begin_stage has just re-hashed every shard
+    _same_tokenizer(data_dirs)
+    if config.mixture and len(config.mixture) != len(data_dirs):
+        raise PretrainError(f"pretrain.mixture has {len(config.mixture)} weights for {len(data_dirs)} --data "
+                            f"sources; give one weight per source, in the order of --data")
+    train_sets = [ShardSet.open(d, "train", verify=False) for d in data_dirs]  # begin_stage has just checked them
+    train_set = train_sets[0]
     try:
         val_set: ShardSet | None = ShardSet.open(data_dir, "val", verify=False)
     except TokenizeError:
         val_set = None
-    windows = TokenWindows(train_set.shards, config.seq_len)
-    if windows.num_windows == 0:
-        raise PretrainError(f"{data_dir}: the train shards hold {train_set.num_tokens} tokens, fewer than one window "
-                            f"of pretrain.seq_len + 1 = {config.seq_len + 1}; lower --set pretrain.seq_len or add data")
+    sources = [TokenWindows(t.shards, config.seq_len) for t in train_sets]
+    for d, t, w in zip(data_dirs, train_sets, sources):
+        if w.num_windows == 0:
+            raise PretrainError(f"{d}: the train shards hold {t.num_tokens} tokens, fewer than one window "
+                                f"of pretrain.seq_len + 1 = {config.seq_len + 1}; lower --set pretrain.seq_len or add data")
+    windows = sources[0]
+    weights = config.mixture or [w.num_windows for w in sources]
     val_windows = TokenWindows(val_set.shards, config.seq_len) if val_set else None
     global_batch = config.batch_size * config.grad_accum * par.world_size
     val = val_batches(val_windows, count=config.eval_batches * global_batch, batch_size=config.batch_size,
@@ -76,8 +87,14 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     model = build_model(lconf, seed=config.seed)
     counts = count_params(model)
     forward = parallel.wrap(model, par, fsdp=config.fsdp, compile=config.compile)
-    data = TrainBatches(windows, seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
-                        rank=par.rank, world_size=par.world_size)
+    data = TrainBatches(sources, seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                        rank=par.rank, world_size=par.world_size, weights=weights)
+    planned = data.seen(config.max_steps * data.global_batch)
+    if par.main and len(sources) > 1:
+        for d, w, n in zip(data_dirs, sources, planned):
+            note = f", repeats: {n / w.num_windows:.2f} epochs" if n > w.num_windows else ""
+            print(f"pretrain: source {d}: {w.num_windows:,} windows, {n:,} planned ({n / data.global_batch / config.max_steps:.1%} "
+                  f"of the windows){note}")
     shape = config.model_shape()
     fpt = flops_per_token(params=counts["params"], num_layers=shape["num_layers"], hidden_size=shape["hidden_size"],
                           seq_len=config.seq_len)
@@ -123,6 +140,7 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
             "global_batch_windows": data.global_batch,
             "global_batch_tokens": data.global_batch * config.seq_len,
             "train_windows": windows.num_windows,
+            "sources": _source_metrics(data_dirs, sources, weights, data, st.cursor, st.events, config.seq_len),
             "val_tokens_evaluated": sum(b.shape[0] * (b.shape[1] - 1) for b in val) * par.world_size,
             "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
             "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
@@ -151,6 +169,29 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     return read_manifest(out)
 
 
+def _source_metrics(dirs: list[Path], sources: list[Any], weights: list[float], data: Any, cursor: int,
+                    events: list[dict], seq_len: int) -> list[dict[str, Any]]:
+    """Per source: its share, windows trained on (drawn up to the cursor, less those rollbacks skipped), epochs."""
+    seen = np.asarray(data.seen(cursor))
+    for e in events:
+        if e["action"] == "rollback":
+            a, b = e["skipped"]
+            seen -= np.asarray(data.seen(b)) - np.asarray(data.seen(a))
+    return [{"path": str(d), "weight": round(float(wt) / float(sum(weights)), 6), "train_windows": w.num_windows,
+             "windows_seen": int(n), "tokens_seen": int(n) * seq_len, "epochs": round(int(n) / w.num_windows, 4)}
+            for d, w, wt, n in zip(dirs, sources, weights, seen)]
+
+
+def _same_tokenizer(data_dirs: list[Path]) -> None:
+    """Every source was tokenized by the same tokenizer (the tokenize manifests' tokenizer.json sha256)."""
+    first = read_manifest(data_dirs[0]).metrics.get("tokenizer", {}).get("sha256")
+    for d in data_dirs[1:]:
+        other = read_manifest(d).metrics.get("tokenizer", {}).get("sha256")
+        if other != first:
+            raise PretrainError(f"--data {d} was tokenized with another tokenizer (sha256 {other}) than {data_dirs[0]} "
+                                f"({first}); tokenize it with --tokenizer {data_dirs[0]}")
+
+
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -176,6 +217,12 @@ def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: l
         f"({mt['windows_skipped']:,} windows skipped) |", "",
         "![loss, learning rate and gradient norm](training.png)", "",
     ]
+    if len(mt.get("sources", [])) > 1:
+        lines += ["## Data mixture", "", "| source | weight | train windows | windows seen | epochs |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| `{x['path']}` | {x['weight']:.3f} | {x['train_windows']:,} | {x['windows_seen']:,} | "
+                  f"{x['epochs']:.2f}{' (repeated)' if x['epochs'] > 1 else ''} |" for x in mt["sources"]]
+        lines += ["", "Validation loss is measured on the first source's val split.", ""]
     if m.events:
         lines += ["## Spike events", "", "| step | action | reason | detail |", "| --- | --- | --- | --- |"]
         for e in m.events:
