@@ -213,3 +213,29 @@ def test_verify_inputs_flag_and_out_that_is_a_file(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert "that is a file" in err and "Traceback" not in err
     assert os.environ.get("GRISTMILL_VERIFY_INPUTS") == "1"
+
+
+def test_an_edited_manifest_is_caught_by_verify_and_by_the_next_stage(tmp_path, capsys):
+    up = tmp_path / "up"
+    _stage(up, "curate")
+    assert read_manifest(up).digest["sha256"] and verify(up) == []
+    mp = up / "manifest.json"
+    d = json.loads(mp.read_text())
+    d["metrics"]["kept"] += 1  # a careless edit of a number
+    mp.write_text(json.dumps(d, indent=2))
+    problems = verify(up)
+    assert len(problems) == 1 and "metrics no longer matches" in problems[0]
+    assert main(["manifest", "verify", str(up)]) == 1
+    assert "metrics no longer matches" in capsys.readouterr().err
+    with pytest.raises(ManifestError, match="edited after its stage wrote it: metrics"):
+        check_input(up, "curate")
+    with pytest.raises(ManifestError, match="metrics"):
+        begin_stage("tokenize", {}, {"data": [up]}, tmp_path / "out", expect={"data": ("curate",)})
+    assert main(["manifest", "show", str(up)]) == 0  # still readable, to see what was changed
+    d["metrics"]["kept"] -= 1
+    d["config"]["k"] = 2  # another field: named
+    mp.write_text(json.dumps(d))
+    assert "config no longer match" in verify(up)[0]
+    d.pop("digest")  # a manifest from before digests: accepted as it is
+    mp.write_text(json.dumps(d))
+    assert verify(up) == []

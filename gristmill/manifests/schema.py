@@ -53,13 +53,16 @@ class Manifest:
     software: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
+    # Digest of the manifest's own content (set by write_manifest; empty in manifests older than it):
+    # {"sha256": of every other field, "fields": {field: first 16 hex of its own sha256}}.
+    digest: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         # Field order of the DESIGN.md example, so manifests read top to bottom the same way.
         order = ["schema", "stage", "id", "created", "software", "environment", "config",
                  "inputs", "outputs", "metrics", "events"]
-        return {k: d[k] for k in order}
+        return {k: d[k] for k in order} | ({"digest": d["digest"]} if d["digest"] else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "manifest") -> "Manifest":
@@ -91,6 +94,28 @@ class Manifest:
 
     def outputs_of(self, kind: str) -> list[OutputRecord]:
         return [o for o in self.outputs if o.kind == kind]
+
+
+def content_digest(d: dict[str, Any]) -> dict[str, Any]:
+    """The digest a manifest dict (to_dict) is written with: over every field but the digest itself."""
+    body = {k: v for k, v in d.items() if k != "digest"}
+    return {"sha256": hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest(),
+            "fields": {k: hashlib.sha256(canonical_json(v).encode("utf-8")).hexdigest()[:16] for k, v in body.items()}}
+
+
+def digest_problem(d: dict[str, Any]) -> str | None:
+    """None when a manifest dict matches its recorded digest (or records none); else what changed."""
+    rec = d.get("digest")
+    if not rec:
+        return None
+    now = content_digest(d)
+    if now["sha256"] == rec.get("sha256"):
+        return None
+    old = rec.get("fields", {})
+    changed = sorted(k for k in set(old) | set(now["fields"]) if old.get(k) != now["fields"].get(k))
+    return (f"edited after its stage wrote it: {', '.join(changed) or 'its content'} no longer match"
+            f"{'es' if len(changed) == 1 else ''} the manifest's digest; run the stage again (--force) to "
+            "rebuild it, or restore the original file")
 
 
 def check_output_path(path: str, *, where: str = "manifest") -> None:

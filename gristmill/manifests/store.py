@@ -13,7 +13,8 @@ from typing import Any
 
 from gristmill.manifests.hashing import HashCache, sha256_file
 from gristmill.manifests.io import atomic_write_json
-from gristmill.manifests.schema import MANIFEST_NAME, InputRecord, Manifest, ManifestError, OutputRecord, compute_id
+from gristmill.manifests.schema import (MANIFEST_NAME, InputRecord, Manifest, ManifestError, OutputRecord, compute_id,
+                                       content_digest, digest_problem)
 
 # Versions recorded in every manifest; looked up from package metadata, never imported (cheap).
 _PACKAGES = ("torch", "transformers", "tokenizers", "peft", "datatrove", "trafilatura", "datasketch",
@@ -79,6 +80,8 @@ def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
             cache.remember(full, o.sha256)
     cache.save()
     path = out_dir / MANIFEST_NAME
+    manifest.digest = {}
+    manifest.digest = content_digest(manifest.to_dict())
     atomic_write_json(path, manifest.to_dict())
     return path
 
@@ -94,8 +97,9 @@ def manifest_path(path: str | Path) -> Path:
     return p / MANIFEST_NAME if p.is_dir() or not p.name.endswith(".json") else p
 
 
-def read_manifest(path: str | Path) -> Manifest:
-    """Read a stage folder's manifest (or a manifest file), checking schema and output paths."""
+def read_manifest(path: str | Path, *, check_digest: bool = True) -> Manifest:
+    """Read a stage folder's manifest (or a manifest file), checking schema, output paths and (unless
+    `check_digest` is False: `gristmill manifest show`) that its content still matches its digest."""
     mp = manifest_path(path)
     if not mp.is_file():
         raise ManifestError(f"{mp}: no manifest here; is {mp.parent} a finished gristmill stage folder?")
@@ -103,7 +107,10 @@ def read_manifest(path: str | Path) -> Manifest:
         data = json.loads(mp.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{mp}: not valid JSON ({e})") from None
-    return Manifest.from_dict(data, where=str(mp))
+    m = Manifest.from_dict(data, where=str(mp))
+    if check_digest and (problem := digest_problem(data)):
+        raise ManifestError(f"{mp}: {problem}")
+    return m
 
 
 def _check_inside(out_dir: Path, rel: str) -> Path:
@@ -121,10 +128,12 @@ def verify(path: str | Path, *, cached: bool = False) -> list[str]:
     cached: trust the folder's hash cache for files whose stat is unchanged (stage starts, the planner);
     without it (`gristmill manifest verify`) every byte is read, and the cache is refreshed."""
     mp = manifest_path(path)
-    m = read_manifest(mp)
+    m = read_manifest(mp, check_digest=False)
     out_dir = mp.parent
     cache = HashCache(out_dir, trust=cached)
     problems = []
+    if problem := digest_problem(json.loads(mp.read_text(encoding="utf-8"))):
+        problems.append(f"{mp}: {problem}")
     for o in m.outputs:
         try:
             full = _check_inside(out_dir, o.path)
