@@ -296,7 +296,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     acc_before, n_checked = checked_accuracy(judged, answers_before)
     acc_after, _ = checked_accuracy(judged, answers_after)
     sampled_after = sampled_accuracy()
-    rows = read_rows(out / "metrics.jsonl")
+    rows = read_rows(out / "metrics.jsonl", with_timings=True)
     hacking = _length_hacking(rows, verdict, acc_before, acc_after)
     if hacking:
         print(f"ppo: WARNING: {hacking}")

@@ -69,10 +69,13 @@ def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, ev
 
     m.events = events
     atomic_write_text(out / "report.md", report)
-    m.outputs = ([output_record(out, f, kind) for kind, fs in files.items() for f in fs]
-                 + [output_record(out, "metrics.jsonl", "metrics")]
-                 + ([output_record(out, "training.png", "plot")] if training_plot else [])
-                 + [output_record(out, f, "plot") for f in plots] + [output_record(out, "report.md", "report")])
+    det = dict(deterministic=True)
+    m.outputs = ([output_record(out, f, kind, **det) for kind, fs in files.items() for f in fs]
+                 + [output_record(out, "metrics.jsonl", "metrics", **det),
+                    output_record(out, "timings.jsonl", "log", deterministic=False)]
+                 + ([output_record(out, "training.png", "plot", **det)] if training_plot else [])
+                 + [output_record(out, f, "plot", **det) for f in plots]
+                 + [output_record(out, "report.md", "report", deterministic=False)])  # it quotes times and rates
     write_manifest(out, m)
 
 

@@ -38,6 +38,9 @@ class OutputRecord:
     bytes: int
     sha256: str
     records: int | None = None
+    # True: the same config and inputs give these bytes again (compare two runs on this); False: holds wall
+    # times or other run-dependent values (reports, timings.jsonl); None: not checked for this stage.
+    deterministic: bool | None = None
 
 
 @dataclass

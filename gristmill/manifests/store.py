@@ -58,13 +58,15 @@ def new_manifest(stage: str, config: dict[str, Any], inputs: list[InputRecord], 
                     inputs=list(inputs), software=software_info(), **fields)
 
 
-def output_record(out_dir: str | Path, path: str | Path, kind: str, records: int | None = None) -> OutputRecord:
-    """Hash a file inside `out_dir` and describe it for the manifest."""
+def output_record(out_dir: str | Path, path: str | Path, kind: str, records: int | None = None,
+                  deterministic: bool | None = None) -> OutputRecord:
+    """Hash a file inside `out_dir` and describe it for the manifest (`deterministic`: see OutputRecord)."""
     out_dir = Path(out_dir)
     p = Path(path)
     full = p if p.is_absolute() else out_dir / p
     rel = full.resolve().relative_to(out_dir.resolve()).as_posix()
-    return OutputRecord(path=rel, kind=kind, bytes=full.stat().st_size, sha256=sha256_file(full), records=records)
+    return OutputRecord(path=rel, kind=kind, bytes=full.stat().st_size, sha256=sha256_file(full), records=records,
+                        deterministic=deterministic)
 
 
 def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:

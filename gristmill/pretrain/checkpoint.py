@@ -185,6 +185,7 @@ def discard_other_runs(out_dir: Path, run_id: str, *, force: bool = False) -> No
             shutil.rmtree(p)
     if not list_checkpoints(root):
         (Path(out_dir) / "metrics.jsonl").unlink(missing_ok=True)
+        (Path(out_dir) / "timings.jsonl").unlink(missing_ok=True)
 
 
 def read_state(path: Path) -> dict[str, Any]:

@@ -95,33 +95,48 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig, par: Parallel) -> t
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, **fast)
 
 
+def is_timing(key: str) -> bool:
+    """Wall-clock fields of a log row (tokens_per_s, time_s, time_generate_s, mfu): they differ run to run."""
+    return key == "mfu" or key.endswith("_per_s") or key.startswith("time")
+
+
 class MetricsLog:
-    """metrics.jsonl: one JSON row per logged step, appended and flushed as training goes (rank 0 only).
+    """metrics.jsonl: one JSON row per logged step, appended and flushed as training goes (rank 0 only), and
+    timings.jsonl beside it: the same steps' wall-clock fields (is_timing), so that metrics.jsonl is the same
+    bytes for the same config and inputs.
 
     On (re)start, rows after the checkpoint being resumed are dropped: they will be replayed. After
     a rollback the replayed steps appear again later in the file; readers keep the last row per step.
     """
 
     def __init__(self, path: Path, *, keep_through: int, enabled: bool):
-        self.f = None
+        self.files: list[Any] = []
         if not enabled:
             return
-        kept = []
-        if keep_through > 0 and path.is_file():
-            kept = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= keep_through]
-        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
-        self.f = open(path, "a", encoding="utf-8")
+        for p in (path, path.with_name(TIMINGS)):
+            kept = []
+            if keep_through > 0 and p.is_file():
+                kept = [ln for ln in p.read_text(encoding="utf-8").splitlines()
+                        if ln.strip() and json.loads(ln).get("step", 0) <= keep_through]
+            atomic_write_text(p, "".join(ln + "\n" for ln in kept))
+            self.files.append(open(p, "a", encoding="utf-8"))
 
     def write(self, row: dict[str, Any]) -> None:
-        if self.f is not None:
-            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-            self.f.write(json.dumps(clean, allow_nan=False) + "\n")
-            self.f.flush()
+        if not self.files:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        timing = {k: v for k, v in clean.items() if is_timing(k)}
+        parts = ({k: v for k, v in clean.items() if k not in timing}, {"step": clean.get("step"), **timing})
+        for f, part in zip(self.files, parts):
+            f.write(json.dumps(part, allow_nan=False) + "\n")
+            f.flush()
 
     def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
+        for f in self.files:
+            f.close()
+
+
+TIMINGS = "timings.jsonl"
 
 
 def train(cfg: Any, model: torch.nn.Module, forward: torch.nn.Module, par: Parallel, batches: BatchSource,

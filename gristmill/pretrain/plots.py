@@ -9,17 +9,28 @@ from typing import Any
 from gristmill.manifests import atomic_open
 
 
-def read_rows(path: Path, *, abandoned: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def read_rows(path: Path, *, abandoned: list[dict[str, Any]] | None = None,
+              with_timings: bool = False) -> list[dict[str, Any]]:
     """metrics.jsonl rows, keeping the last row of each step, by step. A rollback replays steps:
-    the rows it superseded are appended to `abandoned` when given."""
-    last: dict[int, dict[str, Any]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            old = last.get(int(row["step"]))
-            if old is not None and abandoned is not None:
-                abandoned.append(old)
-            last[int(row["step"])] = row
+    the rows it superseded are appended to `abandoned` when given. with_timings: each row joined with its
+    step's wall-clock fields from timings.jsonl beside it."""
+    def last_rows(p: Path, abandoned: list[dict[str, Any]] | None) -> dict[int, dict[str, Any]]:
+        last: dict[int, dict[str, Any]] = {}
+        for line in Path(p).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                old = last.get(int(row["step"]))
+                if old is not None and abandoned is not None:
+                    abandoned.append(old)
+                last[int(row["step"])] = row
+        return last
+
+    last = last_rows(path, abandoned)
+    timings = Path(path).with_name("timings.jsonl")
+    if with_timings and timings.is_file():
+        for step, t in last_rows(timings, None).items():
+            if step in last:
+                last[step] = last[step] | t
     return [last[s] for s in sorted(last)]
 
 

@@ -160,9 +160,11 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
         }
         m.events = st.events
         atomic_write_text(out / "report.md", _report(m, tok_manifest, data_dir, describe(model), rows))
-        m.outputs = ([output_record(out, Path("model") / f, "model") for f in files]
-                     + [output_record(out, "metrics.jsonl", "metrics"), output_record(out, "training.png", "plot"),
-                        output_record(out, "report.md", "report")])
+        m.outputs = ([output_record(out, Path("model") / f, "model", deterministic=True) for f in files]
+                     + [output_record(out, "metrics.jsonl", "metrics", deterministic=True),
+                        output_record(out, "timings.jsonl", "log", deterministic=False),
+                        output_record(out, "training.png", "plot", deterministic=True),
+                        output_record(out, "report.md", "report", deterministic=False)])  # it quotes tokens/s
         write_manifest(out, m)
 
     parallel.on_main(par, write_outputs)
