@@ -84,7 +84,9 @@ BUILTIN: tuple[StageSpec, ...] = (
         name="quality-model", help="reference text vs raw web -> fastText quality classifier for curate",
         roles=(Role("positive", "--positive", accepts=(RAW,), many=True, help="reference-quality text (.txt / .jsonl)"),
                Role("negative", "--negative", accepts=(RAW,), many=True,
-                    help="raw web text (.txt / .jsonl), or web dumps (WARC / .html / Parquet) whose pages are extracted")),
+                    help="raw web text (.txt / .jsonl), or web dumps (WARC / .html / Parquet) whose pages are extracted"),
+               Role("reference", "--reference", accepts=("reference-lm", RAW), required=False,
+                    help="reference LM whose perplexity joins the quality score (curate must then use the same one)")),
         config="gristmill.curate.config:QualityModelConfig", run="gristmill.curate.model_stages:run_quality_model",
         issue=3),
     StageSpec(
@@ -94,7 +96,10 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="reference LM for the perplexity filter: a train-reference folder, an ARPA/KenLM file "
                          "or a causal LM folder"),
                Role("quality", "--quality-model", accepts=("quality-model", RAW), required=False,
-                    help="quality classifier: a train-quality folder or a fastText model")),
+                    help="quality classifier: a train-quality folder or a fastText model"),
+               Role("decontaminate", "--decontaminate", accepts=(RAW,), many=True, required=False,
+                    help="evaluation sets (JSONL / JSON / Parquet / text): documents sharing a 13-word n-gram "
+                         "with one are dropped (curate.decontamination)")),
         config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3,
         tools=(("train-reference", "gristmill.curate.tools:train_reference_main"),
                ("train-quality", "gristmill.curate.tools:train_quality_main"))),

@@ -44,7 +44,7 @@ def test_accounting_and_its_check():
             _row(3, False, "read", "request")]
     acc = accounting(rows)
     assert acc == {"records_read": 4, "kept": 1, "dropped": {"language": 1, "request": 2},
-                   "dropped_by_stage": {"read": 2, "langid": 1}}
+                   "dropped_by_stage": {"read": 2, "langid": 1}, "flagged": {}}
     check_accounting(acc, records_read=4, documents_written=1, where="x")
     with pytest.raises(CurateError, match="readers read 5"):
         check_accounting(acc, records_read=5, documents_written=1, where="x")

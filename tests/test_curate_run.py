@@ -83,27 +83,34 @@ def test_perplexity_and_quality_filters_with_trained_models(demo, tmp_path):
     r = run_reference(ReferenceConfig(), {"text": [demo / "reference" / "clean.txt"]}, ref)
     # negatives: the raw dump itself, its pages extracted without any filtering
     q = run_quality_model(QualityModelConfig(epochs=5), {"positive": [demo / "reference" / "clean.txt"],
-                                                         "negative": [demo / "web.warc.gz"]}, qm)
+                                                         "negative": [demo / "web.warc.gz"], "reference": [ref]}, qm)
+    assert "log_perplexity" in q.metrics["combiner_weights"] and q.metrics["signals_auc"]["combined"] > 0.5
     assert (r.stage, q.stage) == ("reference-lm", "quality-model") and verify(ref) == [] and verify(qm) == []
     assert run_reference(ReferenceConfig(), {"text": [demo / "reference" / "clean.txt"]}, ref).id == r.id  # skip
     assert q.metrics["train_documents"]["lq"] > 50
     out = tmp_path / "out"
-    cfg = CurateConfig(dedup=DedupConfig(near=False), quality=QualityConfig(threshold=0.03))
+    cfg = CurateConfig(dedup=DedupConfig(near=False), quality=QualityConfig(keep_percent=70.0))
     m = run_curate(cfg, {"data": [demo / "web.warc.gz"], "reference": [ref], "quality": [qm]}, out)
     ledger = pq.read_table(out / "ledger.parquet").to_pylist()
     scored = [r for r in ledger if r["perplexity"] is not None]
     assert scored and all(r["quality"] is not None for r in scored)
     b = m.metrics["bounds"]["perplexity"]
     assert b["low"] < b["high"]
-    for r in scored:  # the verdicts follow the corpus percentiles and the threshold
+    cut = m.metrics["bounds"]["quality"]["threshold"]
+    assert m.metrics["bounds"]["quality"]["keep_percent"] == 70.0
+    for r in scored:  # the verdicts follow the corpus percentiles (perplexity, then the quality score)
         if r["reason"] == "perplexity_too_high":
             assert r["perplexity"] > b["high"]
         elif r["reason"] == "perplexity_too_low":
             assert r["perplexity"] < b["low"]
         elif r["reason"] == "quality_low":
-            assert b["low"] <= r["perplexity"] <= b["high"] and r["quality"] < 0.03
+            assert b["low"] <= r["perplexity"] <= b["high"] and r["quality"] < cut
         elif r["kept"]:
-            assert b["low"] <= r["perplexity"] <= b["high"] and r["quality"] >= 0.03
+            assert b["low"] <= r["perplexity"] <= b["high"] and r["quality"] >= cut
+    # the quality step keeps the top 70 % of the documents that reached it
+    reached = [r for r in scored if r["stage"] not in ("perplexity",)]
+    passed = [r for r in reached if r["reason"] != "quality_low"]
+    assert abs(len(passed) - round(0.7 * len(reached))) <= 1
     assert m.metrics["dropped"].get("perplexity_too_high", 0) >= 1 and m.metrics["kept"] > 0
     assert {i.role for i in m.inputs} == {"data", "reference", "quality"}
     docs = [json.loads(x) for x in gzip.open(out / "documents-00000.jsonl.gz", "rt")]

@@ -346,7 +346,9 @@ def test_train_quality_command_writes_a_verified_folder(tmp_path, quality_files)
     m = read_manifest(out)
     assert m.stage == "quality-model" and verify(out) == []
     assert sorted(i.role for i in m.inputs) == ["negative", "positive"]
-    assert {o.path: o.kind for o in m.outputs} == {"model.bin": "model", "metrics.json": "metrics"}
+    assert {o.path: o.kind for o in m.outputs} == {"model.bin": "model", "metrics.json": "metrics",
+                                                   "combiner.json": "combiner"}
+    assert m.metrics["signals_auc"]["combined"] is not None  # the quality score's combiner, fitted on the holdout
     assert m.config["dim"] == 8 and m.metrics["heldout_accuracy"] >= 0.9
     assert load_quality(out).score(_spam(random.Random(3))) < 0.5
     with pytest.raises(SystemExit):

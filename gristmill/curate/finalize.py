@@ -1,5 +1,5 @@
 """The global step after all tasks: corpus-wide verdicts in funnel order (perplexity percentiles,
-quality threshold, exact dedup, near dedup), then the document shards, the ledger, stats, report
+quality-score percentile, exact dedup, near dedup), then the document shards, the ledger, stats, report
 and the manifest, streamed task by task in input order (deterministic).
 
 Memory: besides one task's rows at a time, only per-pending-document arrays are held (the "dedup
@@ -114,11 +114,16 @@ def decide_before_near(plan: dict) -> Decisions:
                 dec.drop([i], "perplexity", reason)
     if models.get("quality") and n:
         from gristmill.curate.quality import quality_verdict
+        from gristmill.curate.score import percentile_cutoff
 
-        dec.bounds["quality"] = {"threshold": cfg.quality.threshold}
+        # the cut is a percentile of the scores of the documents still in the running (after perplexity)
+        alive = np.flatnonzero(dec.code == KEEP)
         q = cols["quality"]
-        for i in np.flatnonzero(dec.code == KEEP).tolist():
-            keep, reason = quality_verdict(float(q[i]), cfg.quality.threshold)
+        cutoff = percentile_cutoff(q[alive], cfg.quality.keep_percent)
+        dec.bounds["quality"] = {"keep_percent": cfg.quality.keep_percent,
+                                 "threshold": cutoff if np.isfinite(cutoff) else None}
+        for i in alive.tolist():
+            keep, reason = quality_verdict(float(q[i]), cutoff)
             if not keep:
                 dec.drop([i], "quality", reason or "quality_low")
     if cfg.dedup.exact:
@@ -378,7 +383,9 @@ class ShardWriter:
 def active_steps(cfg, models: dict) -> list[str]:
     """The funnel's steps for this configuration (steps that are off are left out)."""
     h = cfg.heuristics
-    on = {"read": True, "prefilter": cfg.langid.enabled and cfg.langid.prefilter, "extract": True,
+    on = {"read": True, "url_filter": cfg.url_filter.enabled,
+          "decontaminate": bool(models.get("decontaminate")) and cfg.decontamination.action == "drop",
+          "prefilter": cfg.langid.enabled and cfg.langid.prefilter, "extract": True,
           "langid": cfg.langid.enabled, "gopher_repetition": h.gopher_repetition.enabled,
           "gopher_quality": h.gopher_quality.enabled, "c4": h.c4.enabled, "c4_badwords": bool(h.c4.bad_words),
           "fineweb": h.fineweb.enabled, "perplexity": bool(models.get("reference")),
@@ -415,11 +422,15 @@ def write_outputs(plan: dict, dec: Decisions) -> dict[str, Any]:
                             code = int(dec.code[g])
                             if dec.cluster[g] >= 0:
                                 row["cluster"] = ids[dec.cluster[g]]
-                            if code == KEEP:
+                            if code == KEEP and row["reason"] == "decontaminated":  # flagged, kept (flag mode)
+                                row.update(kept=True, stage="decontaminate")
+                                shards.write(document_record(rec["id"], rec["text"], rec["m"]))
+                            elif code == KEEP:
                                 row.update(kept=True, stage=None, reason=None)
                                 shards.write(document_record(rec["id"], rec["text"], rec["m"]))
                             else:
                                 row["stage"], row["reason"] = dec.reasons[code]
+                                row["detail"] = None  # a flag's match: moot once the document is dropped
                                 if dec.duplicate_of[g] >= 0:
                                     row["duplicate_of"] = ids[dec.duplicate_of[g]]
                                 if not np.isnan(dec.similarity[g]):
@@ -470,6 +481,8 @@ def finalize(plan: dict):
                  "funnel": [{k: f[k] for k in ("step", "documents", "bytes")} for f in result["funnel"]],
                  "bounds": result["bounds"], "dedup_index": result["dedup_index"],
                  **({"evaluation": result["evaluation"]} if result.get("evaluation") else {})}
+    if acc.get("flagged"):  # kept but marked (decontamination.action = "flag")
+        m.metrics["flagged"] = acc["flagged"]
     m.events = plan.get("events", [])
     write_manifest(out, m)
     return m

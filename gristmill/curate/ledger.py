@@ -13,8 +13,8 @@ from typing import Any, Iterable, Iterator
 from gristmill.curate import CurateError
 
 # The funnel order. "pending" rows (survived every per-task step) get their final step in finalize.
-STEPS = ("read", "prefilter", "extract", "langid", "gopher_repetition", "gopher_quality", "c4", "c4_badwords",
-         "fineweb", "perplexity", "quality", "exact_dedup", "near_dedup")
+STEPS = ("read", "url_filter", "prefilter", "extract", "langid", "gopher_repetition", "gopher_quality", "c4",
+         "c4_badwords", "fineweb", "decontaminate", "perplexity", "quality", "exact_dedup", "near_dedup")
 
 # (column, Arrow type). pyarrow is imported only where Parquet is written or read, so the task
 # processes (which write JSON lines) stay ~50 MB smaller.
@@ -28,7 +28,7 @@ FIELDS = [
     ("kept", "bool"),
     ("stage", "string"),  # the step that dropped it (null when kept)
     ("reason", "string"),  # why (null when kept)
-    ("detail", "string"),  # e.g. an exception text, an HTTP status, a MIME type
+    ("detail", "string"),  # e.g. an exception text, an HTTP status, a MIME type, "<eval set>: <shared n-gram>"
     ("language", "string"),
     ("language_score", "float32"),
     ("perplexity", "float64"),
@@ -163,19 +163,23 @@ def read_ledger(path: str | Path, columns: list[str] | None = None):
 
 
 def accounting(rows: Iterable[dict]) -> dict[str, Any]:
-    """records_read, kept, dropped {reason: count} and dropped_by_stage {stage: count} of ledger rows."""
+    """records_read, kept, dropped {reason: count}, dropped_by_stage {stage: count} and flagged {reason: count}
+    (kept rows that carry a reason: decontamination.action = "flag") of ledger rows."""
     read = kept = 0
     dropped: Counter = Counter()
     by_stage: Counter = Counter()
+    flagged: Counter = Counter()
     for r in rows:
         read += 1
         if r["kept"]:
             kept += 1
+            if r.get("reason"):
+                flagged[r["reason"]] += 1
         else:
             dropped[r["reason"]] += 1
             by_stage[r["stage"]] += 1
     return {"records_read": read, "kept": kept, "dropped": dict(sorted(dropped.items())),
-            "dropped_by_stage": {s: by_stage[s] for s in STEPS if by_stage[s]}}
+            "dropped_by_stage": {s: by_stage[s] for s in STEPS if by_stage[s]}, "flagged": dict(sorted(flagged.items()))}
 
 
 def check_accounting(acc: dict[str, Any], *, records_read: int, documents_written: int, where: str) -> None:

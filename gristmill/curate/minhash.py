@@ -257,6 +257,19 @@ def _shingle_hashes(words: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.
     return out, sh_off
 
 
+def ngram_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hashes of every full word n-gram of each text (the shingle hashes of `MinHasher(ngram=n)`), for
+    decontamination: a text with fewer than n words has none (no short-text shingle, which would match
+    any text of the same few words). Returns (hashes, offsets (N + 1), word counts (N)); the k-th hash
+    of text d is words k .. k+n-1 of `normalize_text(texts[d]).split()`."""
+    words, offsets = _word_hashes(texts)
+    counts = np.diff(offsets)
+    hashes, sh_off = _shingle_hashes(words, offsets, n)
+    full = np.repeat(counts >= n, np.diff(sh_off))  # drop the one short-text shingle of each short text
+    n_full = np.maximum(counts - n + 1, 0)
+    return hashes[full], np.concatenate(([0], np.cumsum(n_full))).astype(np.int64), counts
+
+
 # -- MinHash -----------------------------------------------------------------------------------
 
 class MinHasher:

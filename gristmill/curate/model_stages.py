@@ -68,11 +68,13 @@ def _web_negatives(paths: list[Path], out: Path, limit: int) -> int:
 def run_quality_model(config: QualityModelConfig, inputs: dict[str, list[Path]], out_dir: Path, *,
                       force: bool = False) -> Manifest:
     """inputs["positive"]: reference-quality text files; inputs["negative"]: raw web text files, or web
-    dumps (WARC / .html / Parquet) whose pages are extracted unfiltered as the negatives."""
+    dumps (WARC / .html / Parquet) whose pages are extracted unfiltered as the negatives; optional
+    inputs["reference"]: a reference LM whose perplexity joins the quality score (score.py)."""
     from gristmill.curate.quality import train_quality
 
     start = begin_stage("quality-model", to_dict(config), inputs, out_dir,
-                        expect={"positive": (RAW,), "negative": (RAW,)}, force=force)
+                        expect={"positive": (RAW,), "negative": (RAW,), "reference": ("reference-lm", RAW)},
+                        force=force)
     if start.done:
         return start.done
     pos = [Path(p) for p in inputs.get("positive", [])]
@@ -89,10 +91,12 @@ def run_quality_model(config: QualityModelConfig, inputs: dict[str, list[Path]],
             text_neg.append(web)
         train_quality(pos, text_neg, start.out_dir, epochs=config.epochs, lr=config.lr, wordNgrams=config.word_ngrams,
                       dim=config.dim, bucket=config.bucket, seed=config.seed, holdout=config.holdout,
-                      txt_docs=config.txt_docs)
+                      txt_docs=config.txt_docs, reference=(inputs.get("reference") or [None])[0])
     m = start.manifest
     m.outputs = [output_record(start.out_dir, "model.bin", "model"), output_record(start.out_dir, "metrics.json",
                                                                                     "metrics")]
+    if (start.out_dir / "combiner.json").is_file():
+        m.outputs.append(output_record(start.out_dir, "combiner.json", "combiner"))
     m.metrics = json.loads((start.out_dir / "metrics.json").read_text(encoding="utf-8"))
     write_manifest(start.out_dir, m)
     return m

@@ -2,7 +2,8 @@
 
 Per task (one input file, or a slice of an .html folder), streaming, in record order:
 
-    ReadBlock -> ExtractBlock -> LangIdBlock -> HeuristicsBlock -> ScoreBlock -> DedupKeysBlock -> TaskWriter
+    ReadBlock -> UrlFilterBlock -> ExtractBlock -> LangIdBlock -> HeuristicsBlock -> DecontaminateBlock
+        -> ScoreBlock -> DedupKeysBlock -> TaskWriter
 
 Every record travels to the end: a block that drops one marks `metadata["drop"] = (step, reason,
 detail)` and passes it on, so TaskWriter writes one ledger row per record. Survivors ("pending")
@@ -11,7 +12,7 @@ folder appears atomically (renamed from a temporary name) before datatrove marks
 a killed task leaves nothing half-written and a rerun redoes exactly the unfinished tasks.
 
 Then one global step (`FinalizeStep`, one task) applies the corpus-wide decisions in funnel order
-(perplexity percentiles, quality threshold, exact dedup, near dedup), writes the document shards,
+(perplexity percentiles, quality-score percentile, exact dedup, near dedup), writes the document shards,
 the ledger, stats, plot, report and the manifest. With `dedup.backend = "datatrove"` the LSH runs
 in datatrove's MinHash bucket stage (files on shared storage, many tasks) between the two.
 """
@@ -125,6 +126,33 @@ class ReadBlock(_Block):
         (tmp / READ_COUNT).write_text(json.dumps({"records": n}))
 
 
+class UrlFilterBlock(_Block):
+    """URL blocklists (datatrove URLFilter + the user's lists), before extraction: a blocked page costs no
+    trafilatura time. Records without a URL pass."""
+
+    name = "🚫 url filter"
+
+    def __init__(self, config: dict, domain_index: str | None):
+        super().__init__(config)
+        self.domain_index = domain_index  # the bundled domain list's hash index (urlfilter.domain_index)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if not self.cfg.url_filter.enabled:
+            yield from data
+            return
+        from gristmill.curate.urlfilter import BlocklistURLFilter, url_verdict
+
+        filt = BlocklistURLFilter(self.cfg.url_filter, self.domain_index)
+        for doc in data:
+            if _alive(doc) and doc.metadata.get("url"):
+                with self.track_time():
+                    keep, reason, detail = url_verdict(filt, doc)
+                if not keep:
+                    _drop(doc, "url_filter", reason, detail)
+                    self.stat_update(reason)
+            yield doc
+
+
 class ExtractBlock(_Block):
     """HTML -> main text (trafilatura, time-limited); before that, the cheap language pre-check."""
 
@@ -175,6 +203,7 @@ class ExtractBlock(_Block):
                 yield doc
         finally:
             self.stat_update("reused_identical", value=extractor.reused)
+            self.stat_update("extract_full_path", value=extractor.fallbacks)  # poor fast results
             extractor.close()
 
 
@@ -230,9 +259,42 @@ class HeuristicsBlock(_Block):
             yield doc
 
 
+class DecontaminateBlock(_Block):
+    """Documents sharing a word n-gram with an evaluation set (on the final text, after C4 removed lines):
+    dropped, or with decontamination.action = "flag" kept with the match in metadata["contamination"]."""
+
+    name = "🧪 decontaminate"
+
+    def __init__(self, config: dict, index_dir: str | None):
+        super().__init__(config)
+        self.index_dir = index_dir  # decontaminate.build_index's folder; None = no evaluation sets
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if not self.index_dir:
+            yield from data
+            return
+        from gristmill.curate.decontaminate import REASON, STAGE, Decontaminator, match_detail
+
+        finder = Decontaminator(self.index_dir)
+        flag = self.cfg.decontamination.action == "flag"
+        for batch in _batches(data, self.cfg.batch_size):
+            live = [d for d in batch if _alive(d)]
+            with self.track_time("batch"):
+                matches = finder.find([d.text for d in live]) if live else []
+            for doc, match in zip(live, matches):
+                if match is None:
+                    continue
+                self.stat_update("flagged" if flag else REASON)
+                if flag:
+                    doc.metadata["contamination"] = match_detail(match)
+                else:
+                    _drop(doc, STAGE, REASON, match_detail(match))
+            yield from batch
+
+
 class ScoreBlock(_Block):
-    """Perplexity under the reference LM and quality-classifier score (verdicts come in finalize,
-    where the perplexity percentiles of the whole corpus are known)."""
+    """Perplexity under the reference LM and the quality score (verdicts come in finalize, where the
+    percentiles of the whole corpus are known)."""
 
     name = "📏 score"
 
@@ -251,19 +313,21 @@ class ScoreBlock(_Block):
 
             scorer = load_scorer(self.reference_model)
         if self.quality_model:
-            from gristmill.curate.quality import load_quality
+            from gristmill.curate.score import QualityScorer
 
-            quality = load_quality(self.quality_model)
+            quality = QualityScorer(self.quality_model, self.reference_model)
         for batch in _batches(data, self.cfg.batch_size):
             live = [d for d in batch if _alive(d)]
             if live:
                 texts = [d.text for d in live]
                 with self.track_time("batch"):
+                    ppl = None
                     if scorer is not None:
-                        for d, p in zip(live, scorer.perplexities(texts)):
-                            d.metadata["perplexity"] = float(p)
-                    if quality is not None:
-                        for d, q in zip(live, quality.scores(texts)):
+                        ppl = [float(p) for p in scorer.perplexities(texts)]
+                        for d, p in zip(live, ppl):
+                            d.metadata["perplexity"] = p
+                    if quality is not None:  # the quality score (score.py), the number finalize cuts by
+                        for d, q in zip(live, quality.scores(texts, ppl)):
                             d.metadata["quality"] = float(q)
             yield from batch
 
@@ -310,13 +374,15 @@ def ledger_row(doc: Document) -> dict[str, Any]:
         row["stage"], row["reason"], row["detail"] = drop
     else:
         row["stage"], row["reason"] = "pending", "pending"  # finalize decides
+        if m.get("contamination"):  # decontamination.action = "flag": finalize keeps the mark if it keeps the doc
+            row["reason"], row["detail"] = "decontaminated", m["contamination"]
     return row
 
 
 def document_record(doc_id: str, text: str, m: dict) -> dict[str, Any]:
     """The published document: {"id", "text", "url", "metadata"} (the brief's folder format)."""
     meta = {"source": os.path.basename(m["source"]), "offset": m["offset"]}
-    for k in ("date", "language", "language_score", "perplexity", "quality"):
+    for k in ("date", "language", "language_score", "perplexity", "quality", "contamination"):
         if m.get(k) is not None:
             meta[k] = m[k]
     return {"id": doc_id, "text": text, "url": m.get("url"), "metadata": meta}
@@ -358,7 +424,7 @@ class TaskWriter(_Block):
                 if not _alive(doc):
                     continue
                 keep = {k: m[k] for k in ("source", "offset", "url", "date", "language", "language_score",
-                                          "perplexity", "quality") if m.get(k) is not None}
+                                          "perplexity", "quality", "contamination") if m.get(k) is not None}
                 docs.write(orjson.dumps({"id": doc.id, "text": doc.text, "m": keep}) + b"\n")
                 sig = m.get("signature")
                 if sig is not None:
@@ -377,12 +443,15 @@ class TaskWriter(_Block):
 
 def per_task_pipeline(config: dict, units: list[TaskUnit], work_dir: str, models: dict[str, str | None],
                       *, progress: bool = False, keep_extracted: bool = False) -> list[PipelineStep]:
-    """The blocks one task runs, in order. `models`: langid / reference / quality paths (None = off)."""
+    """The blocks one task runs, in order. `models`: langid / reference / quality paths, the URL domain index
+    and the decontamination index folder (None = off)."""
     return [
         ReadBlock(config, units, work_dir, progress=progress),
+        UrlFilterBlock(config, models.get("url_blocklist")),
         ExtractBlock(config, models.get("langid"), keep_extracted),
         LangIdBlock(config, models.get("langid")),
         HeuristicsBlock(config),
+        DecontaminateBlock(config, models.get("decontaminate")),
         ScoreBlock(config, models.get("reference"), models.get("quality")),
         DedupKeysBlock(config),
         TaskWriter(config, work_dir, keep_extracted),

@@ -1,7 +1,8 @@
 """Quality classifier: a fastText model of reference-like (__label__hq) vs raw web (__label__lq) text.
 
 The FineWeb-Edu / DCLM idea at CPU cost: train on reference text (positives) against raw web text
-(negatives), then keep documents whose probability of __label__hq is at least a threshold.
+(negatives). Curate does not filter by its probability alone: score.py combines it with length,
+perplexity and text signals into the quality score, and curate keeps a top percentile by that.
 
 Input files (`read_texts`): `.jsonl` / `.jsonl.gz` / `.jsonl.zst` with a "text" field per line, or
 `.txt` / `.txt.gz` where, by default, each non-empty line is one document (`txt_docs="line"`);
@@ -25,6 +26,7 @@ from typing import Iterator, Literal, Sequence
 
 from gristmill.curate import CurateError
 from gristmill.curate.config import QualityModelConfig
+from gristmill.curate.score import COMBINER_NAME
 from gristmill.manifests import MANIFEST_NAME, atomic_write_json, read_manifest
 
 HQ, LQ = "__label__hq", "__label__lq"
@@ -123,12 +125,17 @@ def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path]
                   epochs: int = _DEFAULTS.epochs, lr: float = _DEFAULTS.lr, wordNgrams: int = _DEFAULTS.word_ngrams,
                   dim: int = _DEFAULTS.dim, bucket: int = _DEFAULTS.bucket, min_count: int = 1,
                   seed: int = _DEFAULTS.seed, holdout: float = _DEFAULTS.holdout,
-                  txt_docs: Literal["line", "paragraph"] = _DEFAULTS.txt_docs, max_tokens: int = MAX_TOKENS) -> Path:
-    """Train the fastText classifier; writes `out_dir/model.bin` and `out_dir/metrics.json`, returns model.bin.
+                  txt_docs: Literal["line", "paragraph"] = _DEFAULTS.txt_docs, max_tokens: int = MAX_TOKENS,
+                  reference: str | Path | None = None) -> Path:
+    """Train the fastText classifier and the quality score's combiner; writes `out_dir/model.bin`,
+    `out_dir/combiner.json` and `out_dir/metrics.json`, returns model.bin.
 
     A seeded shuffle of each class holds out `holdout` of its documents (at least one when it has
     two or more); the model is trained on the rest and metrics.json reports held-out accuracy,
-    precision and recall of hq, and the class counts. The model size is about
+    precision and recall of hq, and the class counts. The combiner (score.py) is fitted on the
+    held-out documents, which the classifier never saw; `reference` (a reference LM) adds its
+    perplexity as a signal, and curate must then be given the same reference model. metrics.json's
+    "signals_auc" gives each signal's held-out AUC and the combined score's (cross-validated). The model size is about
     (vocabulary + bucket) * dim * 4 bytes. Training runs on 11 threads (see _FASTTEXT_THREADS),
     so retraining gives a model of the same quality but not the same bytes.
     """
@@ -142,15 +149,16 @@ def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path]
             raise CurateError(f"train-quality: no {'positive' if label == HQ else 'negative'} documents in "
                               f"{[str(f) for f in files]}; give files with text in them")
     rng = random.Random(seed)
-    train, test = [], []
+    train, test, test_raw = [], [], []
     for label, texts in docs.items():
-        rows = [(label, classifier_text(t, max_tokens)) for t in texts]
+        rows = [(label, classifier_text(t, max_tokens), t) for t in texts]
         rng.shuffle(rows)
         n_test = int(round(holdout * len(rows))) if len(rows) >= 2 else 0
         if holdout > 0 and len(rows) >= 2:
             n_test = max(1, n_test)
-        test += rows[:n_test]
-        train += rows[n_test:]
+        test += [r[:2] for r in rows[:n_test]]
+        test_raw += [r[2] for r in rows[:n_test]]
+        train += [r[:2] for r in rows[n_test:]]
     rng.shuffle(train)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".train-") as tmp:
@@ -182,8 +190,37 @@ def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path]
             "heldout_precision_hq": tp / max(1, sum(pred)),
             "heldout_recall_hq": tp / max(1, sum(truth)),
         })
+    (out_dir / COMBINER_NAME).unlink(missing_ok=True)
+    truth = [int(label == HQ) for label, _ in test]
+    if 0 < sum(truth) < len(truth):
+        combiner = _fit_combiner(test_raw, truth, scores, reference, seed)
+        metrics["signals_auc"] = combiner.metrics["signals_auc"]
+        metrics["combiner_weights"] = dict(zip(combiner.features, [round(w, 4) for w in combiner.weights]))
+        atomic_write_json(out_dir / COMBINER_NAME, combiner.to_dict())
     atomic_write_json(out_dir / "metrics.json", metrics)
     return out_dir / "model.bin"
+
+
+def _fit_combiner(texts: list[str], labels: list[int], probs: list[float], reference: str | Path | None,
+                  seed: int):
+    """The quality score's combiner on held-out documents (see score.py), with its signals' AUCs."""
+    import numpy as np
+
+    from gristmill.curate.score import FEATURES, feature_matrix, fit_combiner, reference_identity, signal_aucs
+
+    features = [f for f in FEATURES if reference or f != "log_perplexity"]
+    ppl = None
+    if reference:
+        from gristmill.curate.perplexity import load_scorer
+
+        ppl = load_scorer(Path(reference)).perplexities(texts)
+    x = feature_matrix(texts, features, probs, ppl)
+    y = np.asarray(labels)
+    combiner = fit_combiner(x, y, features)
+    combiner.reference = reference_identity(reference) if reference else None
+    combiner.metrics = {"documents": {"hq": int(y.sum()), "lq": int(len(y) - y.sum())},
+                        "signals_auc": signal_aucs(x, y, features, seed=seed)}
+    return combiner
 
 
 class QualityModel:
@@ -236,5 +273,6 @@ def load_quality(path: str | Path) -> QualityModel:
 
 
 def quality_verdict(score: float, threshold: float) -> tuple[bool, str]:
-    """(keep, reason): keep when score >= threshold, else (False, "quality_low")."""
-    return (True, "") if score >= threshold else (False, "quality_low")
+    """(keep, reason): keep when score >= threshold (a threshold of -inf keeps everything, NaN
+    included), else (False, "quality_low")."""
+    return (True, "") if (score >= threshold or threshold == float("-inf")) else (False, "quality_low")

@@ -143,6 +143,13 @@ def _markdown(result: dict, plan: dict) -> str:
     lines += ["", "## Dropped, by reason", "", "| reason | records |", "|---|---:|"]
     for reason, n in sorted(acc["dropped"].items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| {reason} | {n} |")
+    for reason, n in sorted(acc.get("flagged", {}).items()):  # decontamination.action = "flag"
+        lines.append(f"| {reason} (flagged, kept) | {n} |")
+    deco = plan["manifest"].get("metrics", {}).get("decontamination")
+    if deco:
+        lines += ["", f"## Decontamination ({deco['ngram']}-word n-grams, {deco['action']})", "",
+                  "| evaluation set | texts | shorter than the n-gram | n-grams |", "|---|---:|---:|---:|"]
+        lines += [f"| {s['set']} | {s['texts']} | {s['texts_shorter_than_ngram']} | {s['ngrams']} |" for s in deco["sets"]]
     if result.get("bounds"):
         lines += ["", "## Score cutoffs", "", "```", json.dumps(result["bounds"], indent=2), "```"]
     lines += ["", f"Dedup index: {result['dedup_index']['documents']} documents, "

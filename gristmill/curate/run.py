@@ -25,7 +25,8 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
                keep_work: bool = False) -> Manifest:
     """Curate `inputs["data"]` (files, folders) into `out_dir`. Optional inputs: "reference" (a reference
     LM: train-reference folder, ARPA/KenLM file or causal LM folder) turns the perplexity filter on;
-    "quality" (a train-quality folder or fastText model) turns the quality filter on.
+    "quality" (a train-quality folder or fastText model) turns the quality filter on; "decontaminate"
+    (evaluation sets: JSONL / JSON / Parquet / text files) turns decontamination on.
 
     Resumable: finished tasks of an interrupted run (same id) are kept; `force` starts over.
     With the local executor and workers > 1, a script must call this under `if __name__ == "__main__":`
@@ -50,7 +51,8 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     if not units:
         raise CurateError(f"no input files found in {', '.join(map(str, data))}")
 
-    models: dict[str, str | None] = {"langid": None, "reference": None, "quality": None}
+    models: dict[str, str | None] = {"langid": None, "reference": None, "quality": None, "url_blocklist": None,
+                                     "decontaminate": None}
     model_files: dict[str, dict] = {}
     if config.langid.enabled:
         lid = resolve_model_path(config.langid.model)
@@ -61,6 +63,8 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
         if not bw.is_file():
             raise CurateError(f"curate.heuristics.c4.bad_words={bw}: no such file")
         model_files["bad_words"] = _file_record(bw)
+    if config.url_filter.enabled:
+        models["url_blocklist"] = _url_lists(config, model_files)
     for role in ("reference", "quality"):
         paths = inputs.get(role) or []
         if len(paths) > 1:
@@ -72,6 +76,12 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     shared = {"slurm": config.slurm.work_dir, "ray": config.ray.work_dir}.get(config.executor, "")
     work = Path(shared) / f"curate-{m.id}" if shared else out_dir / WORK
     _prepare_work(work, m.id, [[*u.paths, u.start, u.end] for u in units], force=force)
+    evals = [Path(p) for p in inputs.get("decontaminate") or []]
+    if evals:  # once per run, before any task: each task memory-maps the index
+        from gristmill.curate.decontaminate import build_index
+
+        sets = build_index(evals, config.decontamination, work / "decontamination")
+        models["decontaminate"] = str((work / "decontamination").resolve())
     truth = find_truth(data)
     plan = {
         "config": to_dict(config), "out_dir": str(out_dir.resolve()), "work_dir": str(work.resolve()),
@@ -81,6 +91,14 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
                     f"{n_tasks} datatrove task(s)"}],
     }
     plan["manifest"]["metrics"] = {"model_files": model_files}
+    if evals:
+        plan["manifest"]["metrics"]["decontamination"] = {"ngram": config.decontamination.ngram,
+                                                          "action": config.decontamination.action, "sets": sets}
+        for s in sets:
+            if not s["ngrams"]:  # e.g. the demo's task prompts: every text is shorter than the n-gram
+                plan["events"].append({"kind": "warning", "detail": f"evaluation set {s['set']}: none of its "
+                                       f"{s['texts']} texts has {config.decontamination.ngram} words; it can match "
+                                       "nothing (lower curate.decontamination.ngram to check shorter texts)"})
     progress = config.executor == "local" and config.workers == 1 and sys.stderr.isatty()
     jobs = build_jobs(plan, units, progress=progress)
     executors = build_executors(config, jobs, work)
@@ -89,6 +107,23 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     if config.executor == "local" and not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _url_lists(config: CurateConfig, model_files: dict[str, dict]) -> str | None:
+    """Check the user's list files (a missing one names its field), record every list file's sha256, and
+    return the bundled domain list's hash index (built once per machine), or None without the bundled lists."""
+    from gristmill.curate.urlfilter import domain_index, tarball_path, user_lists
+
+    u = config.url_filter
+    user_lists(u)  # raises on a missing file, naming curate.url_filter.<field> and the path
+    for key in ("domain_files", "url_files"):
+        for i, f in enumerate(getattr(u, key)):
+            model_files[f"url_filter.{key}[{i}]"] = _file_record(Path(f).expanduser())
+    if not u.integrated_lists:
+        return None
+    rec = _file_record(tarball_path())
+    model_files["url_blocklist"] = rec
+    return str(domain_index(rec["sha256"]))
 
 
 def _check_not_a_pool_child(config: CurateConfig) -> None:

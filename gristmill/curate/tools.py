@@ -27,10 +27,11 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
 
 
 def _run(argv: list[str], *, prog: str, description: str, cls: type, stage: str,
-         roles: dict[str, str], run: Callable[..., Manifest]) -> int:
+         roles: dict[str, str], run: Callable[..., Manifest], optional: tuple[str, ...] = ()) -> int:
     p = argparse.ArgumentParser(prog=prog, description=description)
     for role, helptext in roles.items():
-        p.add_argument(f"--{role}", nargs="+", required=True, type=Path, metavar="FILE", help=helptext)
+        p.add_argument(f"--{role}", nargs="+", required=role not in optional, type=Path, metavar="FILE",
+                       help=helptext)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true", help="retrain even if the folder holds this exact model")
     _add_config_flags(p, cls)
@@ -39,7 +40,7 @@ def _run(argv: list[str], *, prog: str, description: str, cls: type, stage: str,
     config = build(cls, {k: v for k, v in vars(a).items() if k in names and v is not None}, section=stage)
     mp = a.out / MANIFEST_NAME
     before = mp.stat().st_mtime_ns if mp.is_file() else None
-    m = run(config, {role: getattr(a, role) for role in roles}, a.out, force=a.force)
+    m = run(config, {role: getattr(a, role) for role in roles if getattr(a, role) is not None}, a.out, force=a.force)
     if before is not None and mp.stat().st_mtime_ns == before:
         print(f"{a.out}: {stage} already trained ({m.id}); --force retrains")
     else:
@@ -65,5 +66,7 @@ def train_quality_main(argv: list[str]) -> int:
                 description="Train the fastText quality classifier (reference text = __label__hq, raw web "
                             "text = __label__lq) for the curate stage's quality filter.",
                 roles={"positive": "reference-quality text: .txt (one document per line) or .jsonl with 'text'",
-                       "negative": "raw web text (.txt / .jsonl), or web dumps whose pages are extracted"},
-                run=run_quality_model)
+                       "negative": "raw web text (.txt / .jsonl), or web dumps whose pages are extracted",
+                       "reference": "optional: a reference LM (train-reference folder) whose perplexity joins the "
+                                    "quality score; curate must then be given the same one"},
+                run=run_quality_model, optional=("reference",))
