@@ -99,7 +99,10 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="quality classifier: a train-quality folder or a fastText model"),
                Role("decontaminate", "--decontaminate", accepts=(RAW,), many=True, required=False,
                     help="evaluation sets (JSONL / JSON / Parquet / text): documents sharing a 13-word n-gram "
-                         "with one are dropped (curate.decontamination)")),
+                         "with one are dropped (curate.decontamination)"),
+               Role("truth", "--truth", accepts=(RAW,), required=False,
+                    help="ground truth of a generated dump (the demo's truth.jsonl): the report measures "
+                         "language ID, dedup, spam and extraction against it")),
         config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3,
         tools=(("train-reference", "gristmill.curate.tools:train_reference_main"),
                ("train-quality", "gristmill.curate.tools:train_quality_main"))),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from gristmill.curate import CurateError
 from gristmill.curate.config import CurateConfig, DedupConfig, ReadersConfig
 from gristmill.curate.run import run_curate
 from gristmill.demo import write_demo_data
@@ -34,7 +35,7 @@ def _outputs(out: Path) -> dict[str, str]:
 
 def test_run_on_the_demo_dump(demo, tmp_path):
     out = tmp_path / "curated"
-    m = run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"]}, out)
+    m = run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"], "truth": [demo / "truth.jsonl"]}, out)
     assert verify(out) == [] and read_manifest(out).id == m.id
     kinds = sorted({o.kind for o in m.outputs})
     assert kinds == ["documents", "ledger", "plot", "report", "stats"]
@@ -63,16 +64,22 @@ def test_run_on_the_demo_dump(demo, tmp_path):
 
     # same config and inputs: recognised as finished, nothing rewritten
     before = (out / "manifest.json").stat().st_mtime_ns
-    again = run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"]}, out)
+    again = run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"], "truth": [demo / "truth.jsonl"]}, out)
     assert again.id == m.id and (out / "manifest.json").stat().st_mtime_ns == before
 
     # a fresh run elsewhere, with 2 workers and the file read as byte ranges (several tasks), gives
     # byte-identical documents, ledger and stats
     out2 = tmp_path / "again"
-    m2 = run_curate(CurateConfig(workers=2, readers=ReadersConfig(split_bytes=60_000)), {"data": [demo / "web.warc.gz"]},
-                    out2)
+    m2 = run_curate(CurateConfig(workers=2, readers=ReadersConfig(split_bytes=60_000)),
+                    {"data": [demo / "web.warc.gz"], "truth": [demo / "truth.jsonl"]}, out2)
     assert int(m2.events[0]["detail"].split()[0]) >= 3  # "<n> task units from ..."
     assert _outputs(out2) == _outputs(out)
+
+    # the truth beside the WARC is not a hidden input: without --truth no evaluation, and another id
+    m3 = run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"]}, tmp_path / "no-truth")
+    assert m3.id != m.id and "evaluation" not in m3.metrics
+    with pytest.raises(CurateError, match="give one truth.jsonl"):
+        run_curate(CurateConfig(), {"data": [demo / "web.warc.gz"], "truth": [demo / "web.warc.gz"]}, tmp_path / "bad")
 
 
 def test_perplexity_and_quality_filters_with_trained_models(demo, tmp_path):

@@ -1,6 +1,6 @@
 """The curate report: stats.json, funnel.png (documents and bytes after each step) and report.md;
-on the built-in demo dump (a truth.jsonl beside the WARC) also the measurements against its ground
-truth: language-ID accuracy, near-duplicate precision/recall, share of spam kept, extraction token-F1.
+with a ground truth given (the `truth` input role, e.g. the demo's truth.jsonl) also the measurements
+against it: language-ID accuracy, near-duplicate precision/recall, share of spam kept, extraction token-F1.
 """
 from __future__ import annotations
 
@@ -13,15 +13,6 @@ from typing import Any
 from gristmill.manifests import atomic_open, atomic_write_json, atomic_write_text
 
 _TOKENS = re.compile(r"\w+")
-
-
-def find_truth(data_paths: list[str | Path]) -> Path | None:
-    """The demo's truth.jsonl when the only input is a WARC with one beside it."""
-    if len(data_paths) != 1:
-        return None
-    p = Path(data_paths[0])
-    t = p.parent / "truth.jsonl"
-    return t if p.is_file() and p.name.endswith((".warc", ".warc.gz")) and t.is_file() else None
 
 
 def token_f1(predicted: str, reference: str) -> float:

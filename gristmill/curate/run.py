@@ -36,7 +36,6 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     from gristmill.curate.langid import resolve_model_path
     from gristmill.curate.pipeline import build_jobs
     from gristmill.curate.readers import plan_units
-    from gristmill.curate.report import find_truth
 
     out_dir = Path(out_dir)
     _check_not_a_pool_child(config)
@@ -82,7 +81,7 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
 
         sets = build_index(evals, config.decontamination, work / "decontamination")
         models["decontaminate"] = str((work / "decontamination").resolve())
-    truth = find_truth(data)
+    truth = _truth(inputs.get("truth") or [])
     plan = {
         "config": to_dict(config), "out_dir": str(out_dir.resolve()), "work_dir": str(work.resolve()),
         "n_tasks": n_tasks, "models": models, "manifest": m.to_dict(), "truth": str(truth) if truth else None,
@@ -124,6 +123,17 @@ def _url_lists(config: CurateConfig, model_files: dict[str, dict]) -> str | None
     rec = _file_record(tarball_path())
     model_files["url_blocklist"] = rec
     return str(domain_index(rec["sha256"]))
+
+
+def _truth(paths: list) -> Path | None:
+    """The explicit ground truth (input role "truth"; recorded in the manifest, so it changes the id)."""
+    if not paths:
+        return None
+    p = Path(paths[0])
+    if len(paths) > 1 or not p.is_file() or not p.name.endswith(".jsonl"):
+        raise CurateError(f"--truth {' '.join(map(str, paths))}: give one truth.jsonl file (one record per "
+                          "WARC record, as `gristmill demo-data` writes it)")
+    return p
 
 
 def _check_not_a_pool_child(config: CurateConfig) -> None:
