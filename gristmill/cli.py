@@ -135,7 +135,14 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise runs.RunError(f"--out {out}: that is a file; a run writes one folder per stage under --out: "
+                            "give a new or existing folder")
+
+
 def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
+    _check_run_folder(args.out)
     recipe = runs.load_recipe(recipe_path)
     steps = runs.plan(recipe, registry(), run_dir=args.out, recipe_dir=recipe_path.resolve().parent,
                       overrides=args.set, start=args.start, until=args.until)
@@ -172,6 +179,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_RECIPE.is_file():
         raise runs.RunError(f"{DEMO_RECIPE}: the demo recipe is missing; `gristmill demo` runs from a checkout")
+    _check_run_folder(args.out)
     data = args.out / "data"
     if not (data / "summary.json").is_file() or args.pages is not None:
         print(f"writing the built-in demo data to {data}")

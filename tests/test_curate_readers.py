@@ -222,3 +222,19 @@ def test_big_warc_read_in_byte_ranges_gives_every_record_once(tmp_path, gz):
     parts = [(r.offset, r.id, r.drop) for u in units for r in read_unit(u, CFG)]
     assert parts == whole and len(whole) == 80
     assert plan_units([path], CFG, split_bytes=0) == [TaskUnit("warc", (str(path),))]
+
+
+def test_a_parquet_file_without_the_text_column_stops_the_stage_before_any_task(tmp_path, capfd):
+    """The clear message, and no worker traceback before it: the columns are checked before tasks start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gristmill.cli import main
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"content": ["alpha text"], "id": ["x"]}), path)
+    assert main(["curate", "--input", str(path), "--out", str(tmp_path / "out"), "--set", "curate.workers=2"]) == 1
+    err = capfd.readouterr().err
+    assert "no column 'text' (columns: content, id)" in err and "curate.readers.text_field" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "_work").exists() or not any((tmp_path / "out" / "_work").rglob("*.jsonl"))

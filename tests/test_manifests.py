@@ -239,3 +239,13 @@ def test_an_edited_manifest_is_caught_by_verify_and_by_the_next_stage(tmp_path, 
     d.pop("digest")  # a manifest from before digests: accepted as it is
     mp.write_text(json.dumps(d))
     assert verify(up) == []
+
+
+@pytest.mark.parametrize("cmd", [["run", "RECIPE"], ["demo"]])
+def test_run_and_demo_with_out_naming_a_file_say_so_in_one_line(tmp_path, capsys, cmd):
+    (tmp_path / "f").write_text("not a folder")
+    (tmp_path / "r.toml").write_text('[run]\nstages = ["curate"]\n')
+    argv = [str(tmp_path / "r.toml") if a == "RECIPE" else a for a in cmd] + ["--out", str(tmp_path / "f")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "that is a file" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -497,6 +497,23 @@ def read_jsonl(path: str, cfg: ReadersConfig) -> Iterator[Record]:
                          record_type="broken", drop="truncated", detail=f"{type(e).__name__}: {e}"[:300])
 
 
+def check_parquet_columns(paths: list[str | Path], cfg: ReadersConfig) -> None:
+    """Before any task starts: every Parquet input has the text column (a worker's traceback would come first
+    otherwise). A file whose footer does not read is left to the reader (a ledger row, unreadable_file)."""
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        if not str(path).endswith(".parquet"):
+            continue
+        try:
+            names = set(pq.read_schema(path).names)
+        except Exception:  # noqa: BLE001 - broken footers become a ledger row in read_parquet
+            continue
+        if cfg.text_field not in names:
+            raise CurateError(f"{path}: no column {cfg.text_field!r} (columns: {', '.join(sorted(names))}); "
+                              f"set --set curate.readers.text_field=<column>")
+
+
 def read_parquet(path: str, cfg: ReadersConfig) -> Iterator[Record]:
     import pyarrow.parquet as pq
 

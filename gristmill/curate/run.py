@@ -35,7 +35,7 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     from gristmill.curate.executors import build_executors, run_executors
     from gristmill.curate.langid import resolve_model_path
     from gristmill.curate.pipeline import build_jobs
-    from gristmill.curate.readers import plan_units
+    from gristmill.curate.readers import check_parquet_columns, plan_units
 
     out_dir = Path(out_dir)
     _check_not_a_pool_child(config)
@@ -47,6 +47,7 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     if not data:
         raise CurateError("curate needs at least one --input (WARC/WET/JSONL/Parquet files or a folder of .html)")
     units = plan_units(data, config.readers, split_bytes(config, data))
+    check_parquet_columns([p for u in units for p in u.paths], config.readers)
     if not units:
         raise CurateError(f"no input files found in {', '.join(map(str, data))}")
 
