@@ -95,3 +95,46 @@ def test_config_checks_name_the_field():
                                                                                  "num_perm": 128}},
                 section="curate")
     assert cfg.langid.languages == ["en", "de"] and to_dict(cfg)["dedup"]["num_perm"] == 128
+
+
+def test_a_failed_slurm_job_stops_the_wait_with_its_id_and_logs(tmp_path):
+    """run_curate's wait for the manifest on Slurm: a failed job stops it at once, naming the job and its log
+    folder; jobs that all completed without a manifest stop it on the next look; wait_hours bounds it."""
+    from gristmill.curate import CurateError
+    from gristmill.curate.executors import slurm_job_states  # noqa: F401 - the real query; faked below
+    from gristmill.curate.run import _wait_for_manifest
+
+    cfg = CurateConfig(executor="slurm", slurm=SlurmConfig(partition="cpu", poll_seconds=0.01, wait_hours=0.0))
+    jobs = [("101", "gristmill-curate-tasks", str(tmp_path / "logs/tasks/slurm_logs")),
+            ("102", "gristmill-curate-finalize", str(tmp_path / "logs/finalize/slurm_logs"))]
+    looks = []
+
+    def failing(ids):  # the task array fails on the second look, the finalize job waits on it
+        looks.append(ids)
+        return {"101": "RUNNING" if len(looks) < 2 else "FAILED", "102": "PENDING"}
+    with pytest.raises(CurateError, match=r"Slurm job 101 \(gristmill-curate-tasks\) ended FAILED; its logs are in "
+                                          r".*logs/tasks/slurm_logs"):
+        _wait_for_manifest(tmp_path, "abc", slurm=True, config=cfg, jobs=jobs, job_states=failing)
+    assert len(looks) == 2
+
+    with pytest.raises(CurateError, match="completed but"):
+        _wait_for_manifest(tmp_path, "abc", slurm=True, config=cfg, jobs=jobs,
+                           job_states=lambda ids: {"101": "COMPLETED", "102": "COMPLETED"})
+    limited = CurateConfig(executor="slurm", slurm=SlurmConfig(partition="cpu", poll_seconds=0.01, wait_hours=1e-6))
+    with pytest.raises(CurateError, match="wait_hours"):
+        _wait_for_manifest(tmp_path, "abc", slurm=True, config=limited, jobs=jobs,
+                           job_states=lambda ids: {"101": "RUNNING", "102": "PENDING"})
+
+
+def test_sacct_array_states_fold_to_the_worst(monkeypatch):
+    import shutil
+    import subprocess
+
+    from gristmill.curate import executors
+
+    out = "101_0|COMPLETED\n101_1|FAILED\n101_2|COMPLETED\n102|PENDING\n103_0|CANCELLED by 42\n"
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/sacct" if name == "sacct" else None)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out))
+    assert executors.slurm_job_states(["101", "102", "103"]) == {"101": "FAILED", "102": "PENDING", "103": "CANCELLED"}
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert executors.slurm_job_states(["101"]) == {}

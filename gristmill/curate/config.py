@@ -345,6 +345,14 @@ class SlurmConfig:
     env_command: str | None = None
     #: Shared folder for datatrove's logs, completions and the cross-job work files ("" = <out>/_work).
     work_dir: str = ""
+    #: Stop waiting for the jobs after this many hours (0 = no limit); a failed or cancelled job stops it at once.
+    wait_hours: float = 0.0
+    #: Seconds between checks of the jobs (sacct / squeue) and of the manifest.
+    poll_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(self.wait_hours >= 0, f"curate.slurm.wait_hours={self.wait_hours} is negative; 0 = no limit")
+        _check(self.poll_seconds > 0, f"curate.slurm.poll_seconds={self.poll_seconds} must be > 0; e.g. 30")
 
 
 @dataclass(kw_only=True)

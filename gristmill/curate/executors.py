@@ -152,3 +152,46 @@ def run_executors(cfg: CurateConfig, executors: list) -> None:
                 ex.run()
         else:
             executors[-1].run()
+
+
+FAILED_STATES = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE")
+
+
+def slurm_job_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} from `sacct` (array tasks folded: a failed task fails its job), else `squeue` (running
+    and pending jobs only); {} when neither command exists. States as Slurm spells them (COMPLETED, FAILED...)."""
+    import shutil
+    import subprocess
+
+    ids = [str(j) for j in job_ids if j]
+    if not ids:
+        return {}
+    if shutil.which("sacct"):
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+                             capture_output=True, text=True, check=False).stdout
+    elif shutil.which("squeue"):
+        out = subprocess.run(["squeue", "-h", "-o", "%i|%T", "-j", ",".join(ids)],
+                             capture_output=True, text=True, check=False).stdout
+    else:
+        return {}
+    states: dict[str, str] = {}
+    for line in out.splitlines():
+        if "|" not in line:
+            continue
+        jid, state = line.split("|", 1)
+        base, state = jid.split("_")[0].split(".")[0], state.split()[0] if state.split() else ""
+        if base not in states or state in FAILED_STATES or states[base] == "COMPLETED":
+            states[base] = state  # the worst task's state stands for the array
+    return states
+
+
+def slurm_jobs(executors: list) -> list[tuple[str, str, str]]:
+    """(job id, job name, log folder) of each launched Slurm job."""
+    out = []
+    for ex in executors:
+        jid = getattr(ex, "job_id", None)
+        if jid:
+            out.append((str(jid), getattr(ex, "job_name", "?"), str(ex.logging_dir.resolve_paths("slurm_logs"))
+                        if hasattr(ex.logging_dir, "resolve_paths") else str(ex.logging_dir)))
+    return out

@@ -32,7 +32,7 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     With the local executor and workers > 1, a script must call this under `if __name__ == "__main__":`
     (the worker processes import the script again). On Slurm / Ray the work folder (task files,
     datatrove logs) is kept for inspection; locally it is removed once the manifest is written."""
-    from gristmill.curate.executors import build_executors, run_executors
+    from gristmill.curate.executors import build_executors, run_executors, slurm_jobs
     from gristmill.curate.langid import resolve_model_path
     from gristmill.curate.pipeline import build_jobs
     from gristmill.curate.readers import check_parquet_columns, plan_units
@@ -103,7 +103,8 @@ def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Pat
     jobs = build_jobs(plan, units, progress=progress)
     executors = build_executors(config, jobs, work)
     run_executors(config, executors)
-    result = _wait_for_manifest(out_dir, m.id, slurm=config.executor == "slurm")
+    result = _wait_for_manifest(out_dir, m.id, slurm=config.executor == "slurm", config=config,
+                                jobs=slurm_jobs(executors) if config.executor == "slurm" else [])
     if config.executor == "local" and not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -184,8 +185,17 @@ def _prepare_work(work: Path, run_id: str, unit_paths: list, *, force: bool) -> 
     shutil.rmtree(work / "decisions", ignore_errors=True)
 
 
-def _wait_for_manifest(out_dir: Path, run_id: str, *, slurm: bool, poll_s: float = 30.0) -> Manifest:
-    """The finalize job writes the manifest; on Slurm the jobs run elsewhere, so wait for it."""
+def _wait_for_manifest(out_dir: Path, run_id: str, *, slurm: bool, config: CurateConfig | None = None,
+                       jobs: list[tuple[str, str, str]] = (), job_states=None) -> Manifest:
+    """The finalize job writes the manifest; on Slurm the jobs run elsewhere, so wait for it, and stop with the
+    job id and its log folder as soon as a job failed or was cancelled (sacct / squeue), when every job ended
+    without a manifest, or after curate.slurm.wait_hours."""
+    from gristmill.curate.executors import FAILED_STATES, slurm_job_states
+
+    job_states = job_states or slurm_job_states
+    poll_s = config.slurm.poll_seconds if config else 30.0
+    limit = config.slurm.wait_hours * 3600 if config else 0.0
+    started, ended_without_manifest = time.monotonic(), 0
     while True:
         try:
             m = read_manifest(out_dir)
@@ -196,4 +206,18 @@ def _wait_for_manifest(out_dir: Path, run_id: str, *, slurm: bool, poll_s: float
         if not slurm:
             raise CurateError(f"{out_dir}: the curate jobs ended without writing manifest.json; see the task logs "
                               f"in {out_dir / WORK / 'logs'} and rerun to resume")
+        states = job_states([j for j, _, _ in jobs]) if jobs else {}
+        for jid, name, logs in jobs:
+            if states.get(jid) in FAILED_STATES:
+                raise CurateError(f"Slurm job {jid} ({name}) ended {states[jid]}; its logs are in {logs}. Fix the "
+                                  "cause and run the same command again: finished tasks are kept")
+        if jobs and states and all(states.get(j) == "COMPLETED" for j, _, _ in jobs):
+            ended_without_manifest += 1  # one more look: the manifest may land just after the last job ends
+            if ended_without_manifest > 1:
+                raise CurateError(f"every Slurm job ({', '.join(j for j, _, _ in jobs)}) completed but {out_dir} "
+                                  f"has no manifest for run {run_id}; see the logs in {jobs[-1][2]}")
+        if limit and time.monotonic() - started > limit:
+            raise CurateError(f"{out_dir}: no manifest after curate.slurm.wait_hours={config.slurm.wait_hours}; "
+                              f"the jobs ({', '.join(j for j, _, _ in jobs) or 'unknown ids'}) may still be running: "
+                              "check them with squeue, or raise the limit")
         time.sleep(poll_s)
