@@ -78,9 +78,8 @@ class HashCache:
             return entry["sha256"]
         digest = sha256_file(file)
         self.hashed += 1
-        if entry is None or entry.get("stat") != stamp or entry.get("sha256") != digest:
-            self.entries[key] = {"stat": stamp, "sha256": digest}
-            self._dirty = True
+        if entry != (new := {"stat": stamp, "sha256": digest}):
+            self.entries[key], self._dirty = new, True
         return digest
 
     def remember(self, file: str | Path, digest: str) -> None:

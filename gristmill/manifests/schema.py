@@ -106,12 +106,12 @@ def content_digest(d: dict[str, Any]) -> dict[str, Any]:
             "fields": {k: hashlib.sha256(canonical_json(v).encode("utf-8")).hexdigest()[:16] for k, v in body.items()}}
 
 
-def digest_problem(d: dict[str, Any]) -> str | None:
-    """None when a manifest dict matches its recorded digest (or records none); else what changed."""
-    rec = d.get("digest")
+def digest_problem(m: Manifest) -> str | None:
+    """None when a manifest matches its recorded digest (or records none); else what changed."""
+    rec = m.digest
     if not rec:
         return None
-    now = content_digest(d)
+    now = content_digest(m.to_dict())
     if now["sha256"] == rec.get("sha256"):
         return None
     old = rec.get("fields", {})

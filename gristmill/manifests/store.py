@@ -82,8 +82,7 @@ def write_manifest(out_dir: str | Path, manifest: Manifest) -> Path:
             cache.remember(full, o.sha256)
     cache.save()
     path = out_dir / MANIFEST_NAME
-    manifest.digest = {}
-    manifest.digest = content_digest(manifest.to_dict())
+    manifest.digest = content_digest(manifest.to_dict())  # over every field but the digest itself
     atomic_write_json(path, manifest.to_dict())
     return path
 
@@ -110,7 +109,7 @@ def read_manifest(path: str | Path, *, check_digest: bool = True) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{mp}: not valid JSON ({e})") from None
     m = Manifest.from_dict(data, where=str(mp))
-    if check_digest and (problem := digest_problem(data)):
+    if check_digest and (problem := digest_problem(m)):
         raise ManifestError(f"{mp}: {problem}")
     return m
 
@@ -134,7 +133,7 @@ def verify(path: str | Path, *, cached: bool = False) -> list[str]:
     out_dir = mp.parent
     cache = HashCache(out_dir, trust=cached)
     problems = []
-    if problem := digest_problem(json.loads(mp.read_text(encoding="utf-8"))):
+    if problem := digest_problem(m):
         problems.append(f"{mp}: {problem}")
     for o in m.outputs:
         try:

@@ -89,9 +89,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     forward = parallel.wrap(model, par, fsdp=config.fsdp, compile=config.compile)
     data = TrainBatches(sources, seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
                         rank=par.rank, world_size=par.world_size, weights=weights)
-    planned = data.seen(config.max_steps * data.global_batch)
     if par.main and len(sources) > 1:
-        for d, w, n in zip(data_dirs, sources, planned):
+        for d, w, n in zip(data_dirs, sources, data.seen(config.max_steps * data.global_batch)):
             note = f", repeats: {n / w.num_windows:.2f} epochs" if n > w.num_windows else ""
             print(f"pretrain: source {d}: {w.num_windows:,} windows, {n:,} planned ({n / data.global_batch / config.max_steps:.1%} "
                   f"of the windows){note}")
