@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test reliability clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# kill -9 inside and between every stage, broken inputs, tampered outputs (tests/reliability/); prints the counts.
+# Its fast part is tests/test_reliability.py, in `make test`. SEED=N repeats a run's kill points.
+reliability: setup
+	$(PY) tests/reliability/run.py $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) runs

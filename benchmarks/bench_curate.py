@@ -21,6 +21,15 @@ install: the datatrove side runs with those two dependency checks skipped, a sma
 gristmill's offline word tokenizer (datatrove's default needs spaCy) and sha1 hashing (no xxhash).
 
     .venv/bin/python benchmarks/bench_curate.py [--data ../shared/data] [--pages 2000] [--workers 2]
+
+--scale: memory independent of the corpus size. Generates short synthetic English JSONL documents (no
+shared data needed; shards of 50 000 documents, 2.5 % exact and 2.5 % near copies of earlier documents),
+curates 100 k and 1 M of them (default CurateConfig, each run in a fresh child process, peak RSS summed
+over its process tree) and prints peak RSS, their ratio, the dedup index (bytes/document x 1 M), docs/s
+and docs per CPU-second of the process tree (the throughput to compare on a machine shared with other work).
+Target: RSS(1 M) <= 1.3 x RSS(100 k) + the 1 M run's dedup index; docs/s at 1 M not below 100 k's.
+
+    .venv/bin/python benchmarks/bench_curate.py --scale [--scale-docs 100000,1000000] [--workers 2]
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -86,13 +96,18 @@ def real_warcs(data: Path) -> list[Path]:
 # the two pipelines (each runs in a child process: `--run ours|datatrove`)
 
 
-def run_ours(inputs: list[Path], out: Path, workers: int) -> dict:
+def run_ours(inputs: list[Path], out: Path, workers: int, ids: bool = True) -> dict:
+    """ids False (--scale): return the kept count only; the kept ids (a Python string each) would be part
+    of the child's peak RSS being measured."""
     from gristmill.curate.config import CurateConfig
     from gristmill.curate.run import run_curate
 
     t0 = time.perf_counter()
     m = run_curate(CurateConfig(workers=workers), {"data": inputs}, out, force=True)
     wall = time.perf_counter() - t0
+    if not ids:
+        return {"wall_s": wall, "records_read": m.metrics["records_read"], "kept": m.metrics["kept"],
+                "dedup_index": m.metrics["dedup_index"], "dropped": m.metrics["dropped"]}
     kept = []
     for o in m.outputs:
         if o.kind == "documents":
@@ -200,8 +215,8 @@ def run_datatrove(inputs: list[Path], out: Path, workers: int, timeout: float) -
 def child_main(args: argparse.Namespace) -> None:
     inputs = [Path(p) for p in json.loads(Path(args.inputs).read_text())]
     out = Path(args.out)
-    if args.run == "ours":
-        res = run_ours(inputs, out, args.workers)
+    if args.run in ("ours", "scale"):
+        res = run_ours(inputs, out, args.workers, ids=args.run == "ours")
     else:
         res = run_datatrove(inputs, out, args.workers, args.timeout)
     Path(args.result).write_text(json.dumps(res))
@@ -220,16 +235,21 @@ def run_child(mode: str, inputs: list[Path], tmp: Path, workers: int, timeout: f
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     p = psutil.Process(proc.pid)
     peak = 0
+    cpu = 0.0  # CPU seconds of the tree, including its reaped processes (last sample before it ends)
     while proc.poll() is None:
         try:
             procs = [p] + p.children(recursive=True)
             rss = 0
+            used = 0.0
             for q in procs:
                 try:
                     rss += q.memory_info().rss
+                    t = q.cpu_times()
+                    used += t.user + t.system + t.children_user + t.children_system
                 except psutil.Error:
                     pass
             peak = max(peak, rss)
+            cpu = max(cpu, used)
         except psutil.Error:
             pass
         time.sleep(0.05)
@@ -241,6 +261,9 @@ def run_child(mode: str, inputs: list[Path], tmp: Path, workers: int, timeout: f
         raise SystemExit(f"{mode} run failed (exit {proc.returncode})")
     r = json.loads(res.read_text())
     r["peak_rss_mb"] = peak / 2**20
+    # a throughput measure other load on the machine hardly moves (wall-clock docs/s does); sampled, so the
+    # last 50 ms are missing
+    r["cpu_s"] = cpu
     return r
 
 
@@ -316,6 +339,106 @@ def snippet_eval(data: Path, html_dir: Path) -> dict:
     return res
 
 
+# ------------------------------------------------------------------------------------------------
+# --scale: synthetic short documents
+
+
+_ADJ = ("small quiet early local public simple modern careful common recent private useful strong open clear "
+        "happy bright narrow heavy gentle brief large young ancient steady warm honest rapid rural formal").split()
+_NOUN = ("river market teacher garden village library engine report station family letter kitchen season window "
+         "harbor bridge meeting museum forest doctor painter council student theater journey orchard bakery "
+         "mountain newspaper festival hospital factory farmer island company lecture customer neighbor").split()
+_VERB = ("visited described opened repaired studied painted measured followed improved finished reviewed "
+         "carried built watched explained cleaned planned answered moved changed reached shared tested").split()
+_PREP = "near behind beside across during after before under above around within beyond".split()
+_ADV = "quietly quickly carefully slowly often again rarely gladly early later together finally".split()
+SCALE_SHARD = 50_000  # documents per JSONL file (one curate task each): per-task state stays the same size
+
+
+def _synthetic_text(i: int) -> str:
+    """Document i (deterministic): 8-12 sentences of 8-14 English words, in 2-3 paragraphs (~100 words)."""
+    import random
+
+    rng = random.Random(i)
+    c = rng.choice
+    sents = []
+    for _ in range(rng.randint(8, 12)):
+        form = rng.randrange(3)
+        if form == 0:
+            s = f"The {c(_ADJ)} {c(_NOUN)} {c(_VERB)} the {c(_NOUN)} {c(_PREP)} the {c(_ADJ)} {c(_NOUN)}."
+        elif form == 1:
+            s = (f"Yesterday a {c(_NOUN)} from the {c(_NOUN)} {c(_ADV)} {c(_VERB)} our {c(_ADJ)} {c(_NOUN)} "
+                 f"and the {c(_NOUN)}.")
+        else:
+            s = (f"We {c(_ADV)} {c(_VERB)} this {c(_NOUN)} {c(_PREP)} the {c(_NOUN)}, because it was "
+                 f"{c(_ADJ)} and {c(_ADJ)}.")
+        sents.append(s)
+    cut = sorted(rng.sample(range(1, len(sents)), rng.randint(1, 2)))
+    paras = [" ".join(sents[a:b]) for a, b in zip([0] + cut, cut + [len(sents)])]
+    return "\n\n".join(paras)
+
+
+def write_synthetic_jsonl(out: Path, n: int) -> list[Path]:
+    """n documents in shards of SCALE_SHARD: 95 % distinct, 2.5 % exact copies and 2.5 % near
+    copies (two words replaced) of an earlier document."""
+    import random
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for s in range(0, n, SCALE_SHARD):
+        p = out / f"docs-{s // SCALE_SHARD:05d}.jsonl"
+        with open(p, "w", encoding="utf-8") as f:
+            for i in range(s, min(n, s + SCALE_SHARD)):
+                r = (i * 2654435761) % 1000  # a fixed pattern, not the text's own random stream
+                if i > 0 and r < 25:
+                    text = _synthetic_text(random.Random(-i).randrange(i))
+                elif i > 0 and r < 50:
+                    words = _synthetic_text(random.Random(-i).randrange(i)).split(" ")
+                    rng = random.Random(i)
+                    for _ in range(2):
+                        words[rng.randrange(len(words))] = rng.choice(_NOUN)
+                    text = " ".join(words)
+                else:
+                    text = _synthetic_text(i)
+                f.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
+        files.append(p)
+    return files
+
+
+def scale_main(args: argparse.Namespace) -> None:
+    small, large = (int(x) for x in args.scale_docs.split(","))
+    with tempfile.TemporaryDirectory(prefix="bench_curate_scale_") as td:
+        tmp = Path(td)
+        res = {}
+        for n in (small, large):
+            t0 = time.perf_counter()
+            files = write_synthetic_jsonl(tmp / f"in-{n}", n)
+            print(f"{n} documents generated in {time.perf_counter() - t0:.0f} s "
+                  f"({sum(f.stat().st_size for f in files) / 2**20:.0f} MB, {len(files)} files)", flush=True)
+            r = run_child("scale", files, tmp, args.workers, args.timeout, f"scale{n}")
+            shutil.rmtree(tmp / f"in-{n}")
+            shutil.rmtree(tmp / f"scale{n}-out", ignore_errors=True)
+            r["docs_s"] = r["records_read"] / r["wall_s"]
+            r["docs_cpu_s"] = r["records_read"] / r["cpu_s"]
+            res[n] = r
+            print(f"  {n:>9} docs: peak RSS {r['peak_rss_mb']:.0f} MB, {r['wall_s']:.0f} s, {r['docs_s']:.0f} docs/s, "
+                  f"{r['docs_cpu_s']:.0f} docs per CPU-second, "
+                  f"kept {r['kept']}, dropped {sum(r['dropped'].values())} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(r['dropped'].items(), key=lambda kv: -kv[1])[:4])}); "
+                  f"dedup index {r['dedup_index']['bytes_per_document']} bytes/document", flush=True)
+        a, b = res[small], res[large]
+        index_mb = b["dedup_index"]["bytes"] / 2**20
+        limit = 1.3 * a["peak_rss_mb"] + index_mb
+        print(f"\nscale: peak RSS {a['peak_rss_mb']:.0f} MB at {small} docs, {b['peak_rss_mb']:.0f} MB at {large}; "
+              f"ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x; dedup index at {large}: "
+              f"{b['dedup_index']['bytes_per_document']} bytes/doc = {index_mb:.0f} MB; target RSS <= 1.3 x "
+              f"{a['peak_rss_mb']:.0f} + {index_mb:.0f} = {limit:.0f} MB: "
+              f"{'met' if b['peak_rss_mb'] <= limit else 'NOT met'}")
+        print(f"throughput: {a['docs_s']:.0f} docs/s at {small}, {b['docs_s']:.0f} docs/s at {large} "
+              f"({b['docs_s'] / a['docs_s']:.2f}x); per CPU-second (not moved by other load on the machine): "
+              f"{a['docs_cpu_s']:.0f} and {b['docs_cpu_s']:.0f} ({b['docs_cpu_s'] / a['docs_cpu_s']:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -325,14 +448,19 @@ def main() -> None:
     ap.add_argument("--mem-pages", type=int, default=1000, help="memory check: N and 10 N demo pages")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--scale", action="store_true", help="memory vs corpus size on synthetic JSONL (see above)")
+    ap.add_argument("--scale-docs", default="100000,1000000", help="--scale: the two corpus sizes, small,large")
     # child mode
-    ap.add_argument("--run", choices=("ours", "datatrove"))
+    ap.add_argument("--run", choices=("ours", "datatrove", "scale"))
     ap.add_argument("--inputs")
     ap.add_argument("--out")
     ap.add_argument("--result")
     args = ap.parse_args()
     if args.run:
         child_main(args)
+        return
+    if args.scale:
+        scale_main(args)
         return
     if not (args.data / "web").is_dir():
         raise SystemExit(f"{args.data}: no web/ folder; pass --data PATH to the shared data bundle")

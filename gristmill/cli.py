@@ -1,7 +1,8 @@
-"""The one entry point: `gristmill <stage> ...`, `gristmill run`, `gristmill manifest ...`, `gristmill demo`."""
+"""The one entry point: `gristmill <stage> ...`, `gristmill run`, `gristmill manifest ...`, `gristmill demo`, `gristmill report`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -13,6 +14,7 @@ from gristmill import config as cfg
 from gristmill import runs
 from gristmill.errors import GristmillError
 from gristmill.manifests import format_lineage, lineage, read_manifest, verify
+from gristmill.manifests.lock import folder_lock
 from gristmill.stages import BUILTIN, StageNotBuilt, StageSpec, is_built
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -82,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--pages", type=int, default=None)
     dd.add_argument("--seed", type=int, default=0)
     dd.set_defaults(func=_cmd_demo_data)
+
+    ab = sub.add_parser("ablate", help="curation ablation: the recipe's model on raw vs curated text, "
+                                       "compared on held-out clean text (DIR/ablation/ablation.md)")
+    ab.add_argument("recipe", type=Path)
+    ab.add_argument("--out", type=Path, required=True, help="the run folder ({run}); the ablation writes DIR/ablation/")
+    ab.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="override the recipe (pretrain.* applies to both arms)")
+    ab.add_argument("--reference", type=Path, help="clean text to evaluate on (.txt one document a line, or .jsonl); "
+                    "default: the recipe's reference-lm text, part of it held out")
+    ab.add_argument("--heldout-percent", type=float, default=20.0, help="share of the reference documents held out")
+    ab.add_argument("--force", action="store_true", help="redo the comparison (finished stages are still skipped)")
+    _add_verify_inputs(ab)
+    ab.set_defaults(func=_cmd_ablate)
+
+    rp = sub.add_parser("report", help="write RUN/report.md and its plots from the run's stage manifests")
+    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --out folder of `gristmill run` / `gristmill demo`")
+    rp.set_defaults(func=_cmd_report)
     return ap
 
 
@@ -110,7 +129,8 @@ def _cmd_stage(args: argparse.Namespace) -> int:
             continue
         paths = [Path(v) for v in (value if isinstance(value, list) else [value])]
         inputs[role.name] = [q for p in paths for q in runs.expand_glob(p)]
-    m = spec.run_fn()(config, inputs, args.out, force=args.force)
+    with folder_lock(args.out, command=f"gristmill {spec.name} --out {args.out}"):  # rank 0 only under torchrun
+        m = spec.run_fn()(config, inputs, args.out, force=args.force)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per rank
         print(f"{spec.name}: {args.out} (id {m.id})")
     return 0
@@ -143,14 +163,40 @@ def _check_run_folder(out: Path) -> None:
 
 def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
     _check_run_folder(args.out)
-    recipe = runs.load_recipe(recipe_path)
-    steps = runs.plan(recipe, registry(), run_dir=args.out, recipe_dir=recipe_path.resolve().parent,
-                      overrides=args.set, start=args.start, until=args.until)
-    print(f"plan for {recipe_path} -> {args.out}:")
-    print(runs.format_plan(steps))
-    if args.dry_run:
-        return 0
-    runs.execute(steps)
+    # Held from the plan to the last stage, so the plan describes a folder no other run is changing.
+    # A dry run only reads: it may look at a folder a run is writing.
+    lock = (contextlib.nullcontext() if args.dry_run
+            else folder_lock(args.out, command=f"gristmill run {recipe_path} --out {args.out}"))
+    with lock:
+        recipe = runs.load_recipe(recipe_path)
+        steps = runs.plan(recipe, registry(), run_dir=args.out, recipe_dir=recipe_path.resolve().parent,
+                          overrides=args.set, start=args.start, until=args.until)
+        print(f"plan for {recipe_path} -> {args.out}:")
+        print(runs.format_plan(steps))
+        if args.dry_run:
+            return 0
+        runs.check_devices(steps)
+        try:
+            runs.execute(steps)
+        finally:  # a stage that failed is named in the report too
+            _write_report(args.out)
+    return 0
+
+
+def _write_report(run_dir: Path) -> None:
+    """RUN/report.md after a run; a report that cannot be written is a warning, never the run's failure."""
+    from gristmill.runreport import write_run_report
+
+    try:
+        print(f"run report: {write_run_report(run_dir)}")
+    except (GristmillError, OSError) as e:
+        print(f"gristmill: warning: run report not written: {e}", file=sys.stderr)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gristmill.runreport import write_run_report
+
+    print(f"run report: {write_run_report(args.run_dir)}")
     return 0
 
 
@@ -176,17 +222,40 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from gristmill.ablate import AblateConfig, run_ablation
+
+    _check_run_folder(args.out)
+    run_ablation(args.recipe, args.out, overrides=args.set, reference=args.reference,
+                 config=AblateConfig(heldout_percent=args.heldout_percent), force=args.force)
+    return 0
+
+
+def _demo_ablation(args: argparse.Namespace) -> None:
+    """The curation ablation on the demo's own chain: only the raw-text arm trains (RUN/*-raw), both models
+    are scored on data/reference/heldout.txt, which no stage reads; then the run report again, with it."""
+    from gristmill.ablate import run_ablation
+
+    print("[ablation] raw extracted text vs the curated chain, same model and token budget")
+    res = run_ablation(DEMO_RECIPE, args.out, overrides=args.set, reference=args.out / "data" / "reference" / "heldout.txt")
+    print(f"[ablation] {res['verdict']}")
+    _write_report(args.out)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_RECIPE.is_file():
         raise runs.RunError(f"{DEMO_RECIPE}: the demo recipe is missing; `gristmill demo` runs from a checkout")
     _check_run_folder(args.out)
-    data = args.out / "data"
-    if not (data / "summary.json").is_file() or args.pages is not None:
-        print(f"writing the built-in demo data to {data}")
-        _write_demo_data(data, args.pages, args.seed)
-    else:
-        print(f"demo data already in {data}")
-    rc = _run_recipe(DEMO_RECIPE, args)
+    with folder_lock(args.out, command=f"gristmill demo --out {args.out}"):  # the data too: _run_recipe re-enters it
+        data = args.out / "data"
+        if not (data / "summary.json").is_file() or args.pages is not None:
+            print(f"writing the built-in demo data to {data}")
+            _write_demo_data(data, args.pages, args.seed)
+        else:
+            print(f"demo data already in {data}")
+        rc = _run_recipe(DEMO_RECIPE, args)
+        if rc == 0 and args.until is None and args.start is None and not args.dry_run:
+            _demo_ablation(args)
     in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])
     missing = [s.name for s in BUILTIN if s.name not in in_recipe and not is_built(s)]
     if missing:

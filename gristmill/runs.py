@@ -23,6 +23,7 @@ config invalidates downstream without running anything.
 from __future__ import annotations
 
 import glob
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from gristmill.errors import GristmillError
 from gristmill.manifests import (MANIFEST_NAME, InputRecord, Manifest, ManifestError, compute_id, finished,
                                  input_records, read_manifest, verify)
 from gristmill.manifests.store import input_ids
+from gristmill.manifests.lock import folder_lock
 from gristmill.stages import StageSpec, is_built
 
 
@@ -70,7 +72,8 @@ def resolve_inputs(spec: StageSpec, raw: dict[str, Any], *, recipe_dir: Path, ru
         value = raw.get(name)
         if value is None:
             if role.required:
-                raise RunError(f"{where}: missing input {name!r} ({role.help})")
+                raise RunError(f"{where}: missing input {name!r} ({role.help}); give it in the recipe's [inputs] "
+                               f"or on the command line: --set {_input_key(where, name)}=PATH")
             continue
         values = value if isinstance(value, list) else [value]
         if len(values) > 1 and not role.many:
@@ -105,7 +108,7 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
          overrides: Iterable[str] = (), start: str | None = None, until: str | None = None) -> list[Step]:
     """Every stage of the recipe with its action and reason. Computes ids; runs nothing."""
     run_dir = Path(run_dir).absolute()  # `{run}` must mean the same folder whatever the recipe's folder is
-    recipe = cfg.apply_overrides(recipe, list(overrides))
+    recipe = cfg.apply_overrides(recipe, [_cwd_relative(o) for o in overrides])
     run_table = recipe.get("run", {})
     names = run_table.get("stages")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -165,6 +168,9 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
                     if up.name in rerun:
                         upstream_rerun.append(up.name)
                 else:
+                    if not p.exists():
+                        raise RunError(f"[inputs] {name}.{role}: {p} does not exist; change it in the "
+                                       f"recipe's [inputs] or give --set inputs.{name}.{role}=PATH")
                     raw_paths.setdefault(role, []).append(p)
                     step.inputs.setdefault(role, []).append(p)
         if step.action == "blocked":
@@ -213,6 +219,41 @@ def _why_run(step: Step, upstream_rerun: list[str]) -> str:
     return f"inputs changed: id {old.id} -> {step.id}"
 
 
+def _input_key(where: str, role: str) -> str:
+    """'[inputs] curate', 'data' -> 'inputs.curate.data': the --set key of a recipe input."""
+    return f"inputs.{where.removeprefix('[inputs] ')}.{role}"
+
+
+def _cwd_relative(item: str) -> str:
+    """`--set inputs.STAGE.ROLE=PATH`: a relative PATH typed on the command line means the current
+    folder's, not the recipe's (a recipe's own relative paths stay relative to the recipe)."""
+    parts, value = cfg.parse_override(item)
+    if parts[0] != "inputs" or len(parts) != 3:
+        return item
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        return item  # resolve_inputs names the wrong type
+    fixed = [v if v.startswith("@") or "{" in v or Path(v).expanduser().is_absolute() else str(Path.cwd() / v)
+             for v in values]
+    return f"{'.'.join(parts)}={json.dumps(fixed if isinstance(value, list) else fixed[0])}"
+
+
+def check_devices(steps: list[Step]) -> None:
+    """Before the first stage runs: a stage set to `device = "cuda"` on a machine without CUDA fails now,
+    not hours later after the stages before it (gpt2-124m.toml is GPU-only)."""
+    want = [s for s in steps if s.action == "run" and getattr(s.config, "device", None) == "cuda"]
+    if not want:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        names = ", ".join(s.name for s in want)
+        sets = " ".join(f"--set {s.name}.device=cpu" for s in want)
+        raise RunError(f"[{want[0].name}] device = \"cuda\" but torch sees no CUDA device on this machine: "
+                       f"stage(s) {names} of this recipe are GPU-only; run it on a GPU, or try it on the CPU "
+                       f"(slow) with {sets}")
+
+
 def format_plan(steps: list[Step]) -> str:
     width = max(len(s.name) for s in steps)
     return "\n".join(f"  {s.name:<{width}}  {s.action:<9}  {s.reason}" for s in steps)
@@ -228,7 +269,9 @@ def execute(steps: list[Step], *, log: Callable[[str], None] = lambda s: print(s
         if step.action != "run":
             continue
         log(f"[{step.name}] running: {step.reason}")
-        m = step.spec.run_fn()(step.config, step.inputs, step.out_dir, force=False)
+        # the stage folder's own lock too: a `gristmill <stage> --out RUN/<stage>` started by hand meanwhile is refused
+        with folder_lock(step.out_dir, command=f"gristmill run, stage {step.name}"):
+            m = step.spec.run_fn()(step.config, step.inputs, step.out_dir, force=False)
         if m.id != step.id:
             raise RunError(f"[{step.name}] the stage wrote id {m.id} but the plan derived {step.id}: "
                            "a stage must not change its config or inputs while it runs")

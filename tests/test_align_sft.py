@@ -38,6 +38,13 @@ def test_sft_lowers_eval_loss_and_writes_a_verified_folder(trained):
     assert {o.kind for o in m.outputs} >= {"adapter", "model", "metrics", "plot", "report"}
     logged = rows(out)
     assert sorted(logged) == list(range(1, 25)) and "eval_loss" in logged[24]
+    # samples.jsonl (the run report's base -> SFT answers): its first rows are the checked prompts, so their marks
+    # give back the manifest's accuracies
+    import json
+    answered = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()][:mt["answers_checked"]]
+    assert m.output("samples.jsonl").records >= len(answered) == mt["answers_checked"]
+    for key, acc in (("correct_before", "answer_accuracy_before"), ("correct_after", "answer_accuracy")):
+        assert sum(r[key] for r in answered) / len(answered) == pytest.approx(mt[acc])
 
 
 def test_merged_folder_loads_and_equals_base_plus_adapter(base, trained):

@@ -307,9 +307,9 @@ def _jsonl(path: Path) -> list[dict]:
 
 def _item_key(prompt: str, extra: str = "") -> str:
     m = re.search(r"(\d+)\s*(\+|-|\*|plus|minus|times)\s*(\d+)", prompt)
-    if m:
+    if m:  # split by phrasing: the same problem may be in train under other words, never these
         op = {"plus": "+", "minus": "-", "times": "*"}.get(m.group(2), m.group(2))
-        return f"arith:{m.group(1)}{op}{m.group(3)}"
+        return f"arith:{m.group(1)}{op}{m.group(3)}:" + prompt.replace(m.group(0), "{}")
     m = re.search(r"'([A-Za-z]+)'", prompt)
     if m or extra:
         return "word:" + (m.group(1) if m else extra)

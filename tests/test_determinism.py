@@ -16,6 +16,7 @@ def _deterministic(folder):
     outs = {o.path: o for o in m.outputs}
     assert outs["timings.jsonl"].deterministic is False and outs["report.md"].deterministic is False
     assert outs["metrics.jsonl"].deterministic is True
+    assert outs["model/README.md"].deterministic is True  # the model card: compared below like the weights
     return {o.path: o.sha256 for o in m.outputs if o.deterministic}
 
 

@@ -109,7 +109,7 @@ def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.logprobs import TokenLogps, collate_logps, sequence_logps
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.reference import cached_logps, model_sha256, sequences_sha256
-    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
+    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, sample_rows, start
     from gristmill.pretrain import parallel
     from gristmill.pretrain.loop import train
     from gristmill.pretrain.model import count_params
@@ -302,7 +302,8 @@ def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
             "samples": [{"prompt": p.messages[-1]["content"], "before": b, "after": a}
                         for p, b, a in zip(shown, answers_before, answers_after)],
         }
-        finish(out, m, files, _report(m, s.model_dir), st.events, plots=("preferences.png",))
+        finish(out, m, files, _report(m, s.model_dir), st.events, plots=("preferences.png",),
+               samples=sample_rows(judged, answers_before, answers_after))
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)

@@ -53,11 +53,33 @@ def load_tokenizer(folder: Path) -> Any:
     return tok
 
 
+def check_weights(folder: Path) -> None:
+    """The folder's safetensors weights are all there: transformers would otherwise stop with a bare OSError
+    (no file) or a traceback deep in loading (a shard that the index lists but the folder lacks)."""
+    import json
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise AlignError(f"{index}: not a safetensors index (a JSON object with a weight_map): {e}") from None
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise AlignError(f"{index}: lists {len(shards)} weight shard(s) but {', '.join(missing)} "
+                             f"{'is' if len(missing) == 1 else 'are'} missing from {folder}; copy the whole model folder")
+    elif not (folder / "model.safetensors").is_file():
+        raise AlignError(f"{folder}: no model.safetensors (nor model.safetensors.index.json) here: the model's weights "
+                         "are missing; copy the whole model folder (gristmill reads safetensors only)")
+
+
 def load_causal_lm(folder: Path, *, pad: int | None = None) -> Any:
     """AutoModelForCausalLM from a local folder: fp32 weights, SDPA attention, safetensors only."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_weights(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
                                                  attn_implementation="sdpa", use_safetensors=True)
     if pad is not None:
@@ -73,6 +95,7 @@ def load_reward_model(folder: Path, *, pad: int, seed: int) -> Any:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    check_weights(folder)
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point, not a warning

@@ -50,7 +50,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.rl import Experience, advantages, explained_variance, per_token, update
     from gristmill.align.rollout import check_recomputed, sample
     from gristmill.align.scoring import SequenceScorer
-    from gristmill.align.stage import check_context, finish, load_split, start
+    from gristmill.align.stage import check_context, finish, load_split, sample_rows, start
     from gristmill.pretrain.checkpoint import (capture_rng, load_checkpoint, restore_rng, run_checkpoints,
                                                save_checkpoint)
     from gristmill.pretrain.loop import MetricsLog
@@ -321,7 +321,8 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         "samples": [{"prompt": p.messages[-1]["content"], "before": b, "after": a}
                     for p, b, a in zip(shown, answers_before, answers_after)],
     }
-    finish(out, m, files, _report(m, s.model_dir), st.events, plots=("rl.png",), training_plot=False)
+    finish(out, m, files, _report(m, s.model_dir), st.events, plots=("rl.png",), training_plot=False,
+           samples=sample_rows(judged, answers_before, answers_after))
     return read_manifest(out)
 
 

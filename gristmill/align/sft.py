@@ -79,7 +79,7 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.generate import generate
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.packing import collate, pack
-    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
+    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, sample_rows, start
     from gristmill.pretrain import parallel
     from gristmill.pretrain.loop import train
     from gristmill.pretrain.model import count_params
@@ -202,7 +202,11 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
             "samples": [{"prompt": p[-1]["content"], "before": b, "after": a}
                         for p, b, a in zip(prompts_of(shown), samples_before, samples_after)],
         }
-        finish(out, m, files, _report(m, s.model_dir), st.events)
+        # samples.jsonl: every checked prompt (base -> SFT answers), then any shown one that was not checked
+        extra = [k for k, ex in enumerate(shown) if not any(ex is c for c in checkable)]
+        answered = sample_rows(checkable + [shown[k] for k in extra], answers_before + [samples_before[k] for k in extra],
+                               answers_after + [samples_after[k] for k in extra])
+        finish(out, m, files, _report(m, s.model_dir), st.events, samples=answered)
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)

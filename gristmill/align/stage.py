@@ -62,21 +62,46 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
 
 
 def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, events: list[dict[str, Any]], *,
-           plots: tuple[str, ...] = (), training_plot: bool = True) -> None:
-    """report.md, then the manifest listing the model files, metrics.jsonl, training.png (unless not
-    `training_plot`) and `plots`, and the report (written last)."""
+           plots: tuple[str, ...] = (), training_plot: bool = True,
+           samples: list[dict[str, Any]] | None = None) -> None:
+    """report.md, then the manifest listing the model files, the model card (model/README.md), metrics.jsonl,
+    training.png (unless not `training_plot`) and `plots`, samples.jsonl (when `samples`: sample_rows(), which
+    the run report joins across stages by prompt), and the report (written last)."""
+    import json
+
     from gristmill.manifests import atomic_write_text, output_record, write_manifest
+    from gristmill.manifests.card import write_model_card
 
     m.events = events
     atomic_write_text(out / "report.md", report)
+    if samples is not None:
+        atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples))
     det = dict(deterministic=True)
+    card = write_model_card(out, m) if "model" in files else None  # model/README.md, from m's config, inputs, metrics
     m.outputs = ([output_record(out, f, kind, **det) for kind, fs in files.items() for f in fs]
+                 + ([output_record(out, card, "card", **det)] if card else [])
                  + [output_record(out, "metrics.jsonl", "metrics", **det),
                     output_record(out, "timings.jsonl", "log", deterministic=False)]
                  + ([output_record(out, "training.png", "plot", **det)] if training_plot else [])
                  + [output_record(out, f, "plot", **det) for f in plots]
+                 + ([output_record(out, "samples.jsonl", "samples", records=len(samples), **det)]
+                    if samples is not None else [])
                  + [output_record(out, "report.md", "report", deterministic=False)])  # it quotes times and rates
     write_manifest(out, m)
+
+
+def sample_rows(prompts: list[Any], before: list[str], after: list[str]) -> list[dict[str, Any]]:
+    """samples.jsonl rows: each held-out prompt (its last user turn; `prompts` are SFT examples or judge.HeldOutPrompt),
+    its checkable answer and task (None when it has none), and the greedy answers before / after training, each
+    checked (None: nothing to check against)."""
+    from gristmill.align.sft import answer_correct
+
+    def check(p: Any, text: str) -> bool | None:
+        return None if p.answer is None else bool(answer_correct(p, text))
+
+    return [{"prompt": next((t["content"] for t in reversed(p.messages) if t["role"] == "user"), ""),
+             "answer": p.answer, "task": p.task, "before": b, "after": a,
+             "correct_before": check(p, b), "correct_after": check(p, a)} for p, b, a in zip(prompts, before, after)]
 
 
 def load_split(load: Any, config: Any, inputs: dict[str, list[Path]], stage: str) -> tuple[list, list, dict]:

@@ -15,6 +15,7 @@ finds 99.95 % of the pairs at 0.7) and the threshold itself decides.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from gristmill.curate.minhash import MinHasher, _fmix64, estimated_jaccard, normalize_text
 
 __all__ = ["normalize_text", "exact_key", "MinHasher", "estimated_jaccard", "band_keys", "lsh_candidates",
-           "UnionFind", "near_duplicate_clusters", "NearDupIndex", "exact_jaccard"]
+           "lsh_pairs", "UnionFind", "near_duplicate_clusters", "NearDupIndex", "exact_jaccard"]
 
 #: With verification, a bucket of more documents than this is checked against its first document only.
 MAX_BUCKET = 256
@@ -65,6 +66,17 @@ def band_keys(signatures: np.ndarray, bands: int = 14, rows: int = 8) -> np.ndar
     return acc
 
 
+def _band_key(sig: np.ndarray, b: int, rows: int) -> np.ndarray:
+    """(N,) uint64 keys of band b alone, equal to band_keys(sig, bands, rows)[:, b] (a band's key depends
+    only on its own columns). Scratch: 8 x (rows + 1) bytes per document, against band_keys' 8 x num_perm
+    for its uint64 copy of the whole signature matrix plus 8 x bands for the result."""
+    block = sig[:, b * rows: (b + 1) * rows].astype(np.uint64)  # (N, rows)
+    acc = np.full(sig.shape[0], 0x2545F4914F6CDD1D, dtype=np.uint64)
+    for j in range(rows):
+        acc = _fmix64(acc * _BAND_MUL + block[:, j])
+    return acc
+
+
 def _bucket_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Documents sorted by key (stable: index order within a bucket), run starts and run lengths."""
     order = np.argsort(keys, kind="stable")
@@ -82,12 +94,20 @@ def lsh_candidates(signatures: np.ndarray, bands: int = 14, rows: int = 8,
     documents gives only its k - 1 pairs with its first document (a page template shared by thousands
     of pages would otherwise cost millions of comparisons; its members still meet the first one).
     """
-    keys = band_keys(signatures, bands, rows)
-    if keys.shape[0] < 2:
-        return []
+    return [tuple(p) for p in lsh_pairs(signatures, bands, rows, max_bucket).tolist()]
+
+
+def lsh_pairs(signatures: np.ndarray | None, bands: int = 14, rows: int = 8, max_bucket: int | None = None,
+              keys: np.ndarray | None = None) -> np.ndarray:
+    """lsh_candidates as a (P, 2) int64 array (sorted rows, no repeats): 16 bytes per pair, not a Python
+    tuple; the band keys are made one band at a time (8 x (rows + 3) bytes of scratch per document), or
+    given: `keys` = band_keys(signatures, bands, rows), (N, bands) uint64, instead of the signatures."""
+    band, n = _bands(signatures, bands, rows, keys)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
     parts = []
-    for b in range(keys.shape[1]):
-        order, starts, lengths = _bucket_runs(keys[:, b])
+    for b in range(bands):
+        order, starts, lengths = _bucket_runs(band(b))
         for s, k in zip(starts[lengths > 1].tolist(), lengths[lengths > 1].tolist()):
             members = order[s: s + k]  # ascending document indices (stable sort)
             if max_bucket is not None and k > max_bucket:
@@ -95,9 +115,22 @@ def lsh_candidates(signatures: np.ndarray, bands: int = 14, rows: int = 8,
                 continue
             ii, jj = np.triu_indices(k, 1)
             parts.append(np.stack([members[ii], members[jj]], 1))
+        if len(parts) > 1:  # merge as we go: a pair found in many bands is held once
+            parts = [np.unique(np.concatenate(parts), axis=0)]
     if not parts:
-        return []
-    return [tuple(p) for p in np.unique(np.concatenate(parts), axis=0).tolist()]
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(parts), axis=0).astype(np.int64, copy=False)
+
+
+def _bands(signatures: np.ndarray | None, bands: int, rows: int,
+           keys: np.ndarray | None) -> tuple[Callable[[int], np.ndarray], int]:
+    """(band b -> (N,) uint64 keys, N) from the signatures or from precomputed band keys."""
+    if keys is not None:
+        if keys.ndim != 2 or keys.shape[1] != bands:
+            raise ValueError(f"keys must be (documents, bands={bands}); got shape {keys.shape}")
+        return (lambda b: keys[:, b]), keys.shape[0]
+    sig = _check_bands(signatures, bands, rows)
+    return (lambda b: _band_key(sig, b, rows)), sig.shape[0]
 
 
 class UnionFind:
@@ -105,12 +138,13 @@ class UnionFind:
 
     The structural root is whatever union by size picks; `smallest(x)` is the smallest element of
     x's set (tracked per root), which is what dedup keeps: the first-seen document.
+    Memory: 24 bytes per element (three int64 array.arrays: compact like numpy, cheap to index from Python).
     """
 
     def __init__(self, n: int = 0) -> None:
-        self.parent = list(range(n))
-        self.size = [1] * n
-        self.min = list(range(n))  # smallest element, valid at roots
+        self.parent = array("q", range(n))
+        self.size = array("q", [1]) * n
+        self.min = array("q", range(n))  # smallest element, valid at roots
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -152,14 +186,23 @@ class UnionFind:
         return self.find(x) == self.find(y)
 
     def smallest_all(self) -> np.ndarray:
-        """int64 array: the smallest element of each element's set."""
-        return np.fromiter((self.min[self.find(i)] for i in range(len(self.parent))), dtype=np.int64,
-                           count=len(self.parent))
+        """int64 array: the smallest element of each element's set (vectorised: pointer jumping to the roots,
+        log2(depth) passes over a copy of the parents; the sets themselves are left as they are)."""
+        if not len(self.parent):
+            return np.zeros(0, np.int64)
+        root = np.frombuffer(self.parent, dtype=np.int64).copy()
+        while True:
+            up = root[root]
+            if np.array_equal(up, root):
+                break
+            root = up
+        return np.frombuffer(self.min, dtype=np.int64)[root]
 
 
-def near_duplicate_clusters(signatures: np.ndarray, bands: int = 14, rows: int = 8,
+def near_duplicate_clusters(signatures: np.ndarray | None, bands: int = 14, rows: int = 8,
                             threshold: float | None = None,
-                            similarity: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                            similarity: Callable[[np.ndarray], np.ndarray] | None = None,
+                            keys: np.ndarray | None = None) -> np.ndarray:
     """Cluster representative per document: the smallest index (first seen) of its near-duplicate cluster.
 
     `roots[i] == i` means document i is kept; otherwise it duplicates document `roots[i]`.
@@ -167,26 +210,28 @@ def near_duplicate_clusters(signatures: np.ndarray, bands: int = 14, rows: int =
     only when its Jaccard is >= t: `similarity(pairs)` ((P, 2) int64 row indices -> (P,) floats) when
     given, else the estimate from the signatures (share of equal values over the whole signature);
     the pairs of a bucket larger than MAX_BUCKET are only those with its first document.
+    `keys` (N, bands) uint64 = band_keys(signatures, bands, rows) may stand in for the signatures
+    (signatures None; a threshold then needs `similarity`): finalize holds those, half the bytes.
     """
-    sig = _check_bands(signatures, bands, rows)
-    n = sig.shape[0]
+    if keys is not None and threshold is not None and similarity is None:
+        raise ValueError("near_duplicate_clusters: band keys alone cannot verify pairs; pass similarity")
+    band, n = _bands(signatures, bands, rows, keys)
     uf = UnionFind(n)
     if n < 2:
         return uf.smallest_all()
     if threshold is None:
-        keys = band_keys(sig, bands, rows)
-        for b in range(bands):
-            order, starts, lengths = _bucket_runs(keys[:, b])
+        for b in range(bands):  # one band's keys at a time (see _band_key)
+            order, starts, lengths = _bucket_runs(band(b))
             # Star edges: every bucket member to the bucket's first (smallest) document.
             first = np.repeat(order[starts], lengths)
             linked = first != order
             for i, j in zip(first[linked].tolist(), order[linked].tolist()):
                 uf.union(i, j)
     else:
-        pairs = np.array(lsh_candidates(sig, bands, rows, max_bucket=MAX_BUCKET), dtype=np.int64).reshape(-1, 2)
+        pairs = lsh_pairs(signatures, bands, rows, max_bucket=MAX_BUCKET, keys=keys)
         if len(pairs):
             sims = (similarity(pairs) if similarity is not None
-                    else estimated_jaccard(sig[pairs[:, 0]], sig[pairs[:, 1]]))
+                    else estimated_jaccard(signatures[pairs[:, 0]], signatures[pairs[:, 1]]))
             for i, j in pairs[np.asarray(sims) >= threshold].tolist():
                 uf.union(i, j)
     return uf.smallest_all()

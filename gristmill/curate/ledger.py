@@ -162,24 +162,82 @@ def read_ledger(path: str | Path, columns: list[str] | None = None):
     return pq.read_table(str(path), columns=columns)
 
 
+class Tally:
+    """The accounting and the funnel of ledger rows, accumulated as the rows go by (finalize streams the
+    ledger through one): a few counters per (kept, stage) and per reason, nothing per row. `accounting()` and
+    `funnel(steps)` give exactly what the functions of the same names give for the same rows."""
+
+    def __init__(self) -> None:
+        self.read = self.kept = 0
+        self.raw_total = 0
+        self.dropped: Counter = Counter()  # reason -> rows
+        self.by_stage: Counter = Counter()  # stage -> dropped rows
+        self.flagged: Counter = Counter()  # reason -> kept rows that carry one
+        # (kept, stage) -> [rows, bytes_raw, bytes_text, bytes_clean]: enough for the funnel, whose steps are
+        # only known when it is asked for (a row's last step is a function of kept and stage)
+        self.groups: dict[tuple[bool, str | None], list[int]] = {}
+
+    def add(self, r: dict) -> None:
+        self.read += 1
+        raw = r["bytes_raw"] or 0
+        self.raw_total += raw
+        kept = bool(r["kept"])
+        if kept:
+            self.kept += 1
+            if r.get("reason"):
+                self.flagged[r["reason"]] += 1
+        else:
+            self.dropped[r["reason"]] += 1
+            self.by_stage[r["stage"]] += 1
+        g = self.groups.get((kept, None if kept else r["stage"]))
+        if g is None:
+            g = self.groups[(kept, None if kept else r["stage"])] = [0, 0, 0, 0]
+        g[0] += 1
+        g[1] += raw
+        g[2] += r["bytes_text"] or 0
+        g[3] += r["bytes_clean"] or 0
+
+    def add_many(self, rows: Iterable[dict]) -> "Tally":
+        for r in rows:
+            self.add(r)
+        return self
+
+    def accounting(self) -> dict[str, Any]:
+        return {"records_read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items())),
+                "dropped_by_stage": {s: self.by_stage[s] for s in STEPS if self.by_stage[s]},
+                "flagged": dict(sorted(self.flagged.items()))}
+
+    def funnel(self, steps: Iterable[str] = STEPS) -> list[dict[str, Any]]:
+        """Documents and bytes after each step (the step order of `steps`).
+
+        A row's size at a step: raw payload bytes before extraction, extracted text bytes from there on,
+        cleaned bytes from the C4 step on (it removes lines).
+        """
+        steps = list(steps)
+        index = {s: i for i, s in enumerate(steps)}
+        n = len(steps)
+        docs = [0] * n
+        size = [0] * n
+        extract_i = index.get("extract", 0)
+        clean_i = index.get("c4", extract_i)  # only C4 changes the text (it removes lines)
+        for (kept, stage), (rows, raw, text, clean) in self.groups.items():
+            last = n if kept else index.get(stage, 0)  # steps passed: [0, last)
+            for i in range(last):
+                docs[i] += rows
+                size[i] += raw if i < extract_i else text if i < clean_i else clean
+        out = [{"step": "input", "documents": self.read, "bytes": self.raw_total}]
+        prev_docs, prev_bytes = self.read, self.raw_total
+        for i, s in enumerate(steps):
+            out.append({"step": s, "documents": docs[i], "bytes": size[i], "documents_in": prev_docs,
+                        "bytes_in": prev_bytes, "dropped": prev_docs - docs[i]})
+            prev_docs, prev_bytes = docs[i], size[i]
+        return out
+
+
 def accounting(rows: Iterable[dict]) -> dict[str, Any]:
     """records_read, kept, dropped {reason: count}, dropped_by_stage {stage: count} and flagged {reason: count}
     (kept rows that carry a reason: decontamination.action = "flag") of ledger rows."""
-    read = kept = 0
-    dropped: Counter = Counter()
-    by_stage: Counter = Counter()
-    flagged: Counter = Counter()
-    for r in rows:
-        read += 1
-        if r["kept"]:
-            kept += 1
-            if r.get("reason"):
-                flagged[r["reason"]] += 1
-        else:
-            dropped[r["reason"]] += 1
-            by_stage[r["stage"]] += 1
-    return {"records_read": read, "kept": kept, "dropped": dict(sorted(dropped.items())),
-            "dropped_by_stage": {s: by_stage[s] for s in STEPS if by_stage[s]}, "flagged": dict(sorted(flagged.items()))}
+    return Tally().add_many(rows).accounting()
 
 
 def check_accounting(acc: dict[str, Any], *, records_read: int, documents_written: int, where: str) -> None:
@@ -198,36 +256,5 @@ def check_accounting(acc: dict[str, Any], *, records_read: int, documents_writte
 
 
 def funnel(rows: Iterable[dict], steps: Iterable[str] = STEPS) -> list[dict[str, Any]]:
-    """Documents and bytes after each step, from ledger rows (the step order of `steps`).
-
-    A row's size at a step: raw payload bytes before extraction, extracted text bytes from there on,
-    cleaned bytes from the C4 step on (it removes lines).
-    """
-    steps = list(steps)
-    index = {s: i for i, s in enumerate(steps)}
-    n = len(steps)
-    docs = [0] * n
-    size = [0] * n
-    records = 0
-    raw_total = 0
-    extract_i = index.get("extract", 0)
-    clean_i = index.get("c4", extract_i)  # only C4 changes the text (it removes lines)
-    for r in rows:
-        records += 1
-        raw_total += r["bytes_raw"] or 0
-        last = n if r["kept"] else index.get(r["stage"], 0)  # steps passed: [0, last)
-        for i in range(last):
-            docs[i] += 1
-            if i < extract_i:
-                size[i] += r["bytes_raw"] or 0
-            elif i < clean_i:
-                size[i] += r["bytes_text"] or 0
-            else:
-                size[i] += r["bytes_clean"] or 0
-    out = [{"step": "input", "documents": records, "bytes": raw_total}]
-    prev_docs, prev_bytes = records, raw_total
-    for i, s in enumerate(steps):
-        out.append({"step": s, "documents": docs[i], "bytes": size[i], "documents_in": prev_docs,
-                    "bytes_in": prev_bytes, "dropped": prev_docs - docs[i]})
-        prev_docs, prev_bytes = docs[i], size[i]
-    return out
+    """Documents and bytes after each step, from ledger rows (the step order of `steps`); see Tally.funnel."""
+    return Tally().add_many(rows).funnel(steps)

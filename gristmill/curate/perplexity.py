@@ -437,7 +437,8 @@ def percentile_bounds(values: Iterable[float], low_pct: float, high_pct: float) 
     """
     if not 0.0 <= low_pct <= high_pct <= 100.0:
         raise ValueError(f"percentiles low={low_pct}, high={high_pct} must satisfy 0 <= low <= high <= 100")
-    arr = np.asarray(list(values), dtype=np.float64)
+    # an array as it is (finalize passes one per corpus: a list of it would be a Python float per document)
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         raise ValueError("percentile_bounds needs at least one finite perplexity")

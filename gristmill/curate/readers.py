@@ -384,6 +384,10 @@ def read_warc(path: str, cfg: ReadersConfig, start: int = 0, end: int | None = N
         return
     with fh:
         size = os.fstat(fh.fileno()).st_size
+        if size == 0:  # one ledger row, so that an input of empty files is never a silently empty output
+            yield Record(source=path, offset=0, offset_kind="byte", id=f"{Path(path).name}@0", record_type="file",
+                         drop="empty_file", detail="the file is empty (0 bytes)")
+            return
         stop = size if end is None else min(end, size)
         gz = fh.read(2) == b"\x1f\x8b"
         base = start if start == 0 else _next_start(fh, start, gz, size)
@@ -471,12 +475,14 @@ def read_jsonl(path: str, cfg: ReadersConfig) -> Iterator[Record]:
         yield Record(source=path, offset=0, offset_kind="line", id=f"{Path(path).name}:0", record_type="file",
                      drop="unreadable_file", detail=str(e))
         return
+    records = 0
     with f:
         try:
             for line in f:
                 line_no += 1
                 if not line.strip():
                     continue
+                records += 1
                 r = Record(source=path, offset=line_no, offset_kind="line", id=f"{Path(path).name}:{line_no}",
                            record_type="jsonl")
                 try:
@@ -495,6 +501,10 @@ def read_jsonl(path: str, cfg: ReadersConfig) -> Iterator[Record]:
             # a truncated .gz/.zst: what came before is read, the rest of the file is one ledger row
             yield Record(source=path, offset=line_no + 1, offset_kind="line", id=f"{Path(path).name}:{line_no + 1}",
                          record_type="broken", drop="truncated", detail=f"{type(e).__name__}: {e}"[:300])
+            return
+    if records == 0:  # an empty or blank file: one ledger row instead of a silently empty output
+        yield Record(source=path, offset=0, offset_kind="line", id=f"{Path(path).name}:0", record_type="file",
+                     drop="empty_file", detail=f"no records: the file is empty or blank ({line_no} lines)")
 
 
 def check_parquet_columns(paths: list[str | Path], cfg: ReadersConfig) -> None:

@@ -35,13 +35,16 @@ def write_demo_data(out_dir: Path, *, pages: int = 400, seed: int = 0) -> dict:
 
     (out_dir / "reference").mkdir(exist_ok=True)
     n_ref = web.write_reference(out_dir / "reference" / "clean.txt", max(20, pages // 4), ref_rng)
+    # Clean text no stage reads: what `gristmill ablate` scores the raw-text and curated-text models on.
+    n_held = web.write_reference(out_dir / "reference" / "heldout.txt", max(5, pages // 16),
+                                 random.Random(f"gristmill-demo/{seed}/heldout"))
 
     task_counts = write_task_data(out_dir, pages, task_rng)
 
     summary = {"seed": seed, "pages": pages, "records": len(truth) + 1,  # + warcinfo
                **web.count_truth(truth),
-               "reference_paragraphs": n_ref, "task_records": task_counts,
-               "files": ["web.warc.gz", "truth.jsonl", "reference/clean.txt",
+               "reference_paragraphs": n_ref, "heldout_paragraphs": n_held, "task_records": task_counts,
+               "files": ["web.warc.gz", "truth.jsonl", "reference/clean.txt", "reference/heldout.txt",
                          *sorted(task_counts), "summary.json"]}
     _write_lines(out_dir / "summary.json", [json.dumps(summary, indent=2, ensure_ascii=False)])
     return summary

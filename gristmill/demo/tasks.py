@@ -15,9 +15,10 @@ Answer format understood by :func:`check_answer` (what the SFT responses teach):
 - fact: the answer appears as a whole word and no other answer of the same relation does.
 
 Responses longer than ``MAX_RESPONSE_CHARS`` are wrong whatever they say.
-Held-out (val) instances never appear in train: arithmetic problems and reversal words are split
-by item; fact questions are split by phrasing (the table is small, and the facts themselves are
-meant to be learned from the web dump).
+Held-out (val) instances never appear in train: reversal words are split by word; arithmetic problems
+and facts are split by phrasing (one phrasing of each held out), so that held-out questions test recall
+of what was taught under words never seen with it; the facts themselves are meant to be learned from
+the web dump.
 """
 
 from __future__ import annotations
@@ -61,19 +62,12 @@ _ARITH_RE = re.compile(r"(\d+)\s*(\+|-|\*|plus|minus|times)\s*(\d+)")
 # ---------------------------------------------------------------------------------------------
 
 def arithmetic_items() -> list[dict]:
-    items = []
-    for a in range(21):
-        for b in range(21):
-            items.append({"task": "arithmetic", "a": a, "op": "+", "b": b})
-            if a >= b:
-                items.append({"task": "arithmetic", "a": a, "op": "-", "b": b})
-    for a in range(13):
-        for b in range(13):
-            items.append({"task": "arithmetic", "a": a, "op": "*", "b": b})
-    for it in items:
-        it["key"] = f"{it['a']}{it['op']}{it['b']}"
-        it["answer"] = str(eval_op(it["a"], it["op"], it["b"]))
-    return items
+    """One item per (problem, phrasing): sums and differences of 0..9, products of 0..5."""
+    problems = [(a, "+", b) for a in range(10) for b in range(10)]
+    problems += [(a, "-", b) for a in range(10) for b in range(a + 1)]
+    problems += [(a, "*", b) for a in range(6) for b in range(6)]
+    return [{"task": "arithmetic", "a": a, "op": op, "b": b, "phrasing": k, "key": f"{a}{op}{b}#{k}",
+             "answer": str(eval_op(a, op, b))} for a, op, b in problems for k in range(len(ARITH_PROMPTS))]
 
 
 def eval_op(a: int, op: str, b: int) -> int:
@@ -91,19 +85,27 @@ def fact_items() -> list[dict]:
 
 
 def split_items(rng: random.Random) -> tuple[dict, dict]:
-    """{task: train items}, {task: val items}, disjoint by item key."""
+    """{task: train items}, {task: val items}, disjoint by item key.
+
+    Reversal words are split by word. Arithmetic problems and facts are split by phrasing: one phrasing
+    of each is held out, so the held-out questions test recall of what SFT taught under words it never
+    saw, not the invention of addition (a 1M-parameter model does not learn that from a few hundred
+    examples, and RL cannot raise an accuracy that sampling never reaches)."""
     train, val = {}, {}
-    for task, items in (("arithmetic", arithmetic_items()), ("reverse", reverse_items())):
-        rng.shuffle(items)
-        n_val = max(1, round(len(items) * VAL_FRACTION))
-        val[task], train[task] = items[:n_val], items[n_val:]
-    # Facts: hold out one phrasing of every fact.
-    train["fact"], val["fact"] = [], []
-    for f in lx.FACTS:
-        held = rng.randrange(len(FACT_PROMPTS[f["relation"]]))
-        for it in fact_items():
-            if it["fact"] is f:
-                (val if it["phrasing"] == held else train)["fact"].append(it)
+    items = reverse_items()
+    rng.shuffle(items)
+    n_val = max(1, round(len(items) * VAL_FRACTION))
+    val["reverse"], train["reverse"] = items[:n_val], items[n_val:]
+    for task, items, problem in (("arithmetic", arithmetic_items(), lambda it: (it["a"], it["op"], it["b"])),
+                                 ("fact", fact_items(), lambda it: it["fact"]["id"])):
+        by_problem: dict = {}
+        for it in items:
+            by_problem.setdefault(problem(it), []).append(it)
+        train[task], val[task] = [], []
+        for group in by_problem.values():
+            held = rng.randrange(len(group))
+            for it in group:
+                (val if it["phrasing"] == held else train)[task].append(it)
     return train, val
 
 
@@ -114,7 +116,7 @@ def split_items(rng: random.Random) -> tuple[dict, dict]:
 def render_prompt(item: dict, rng: random.Random) -> str:
     if item["task"] == "arithmetic":
         op = item["op"] if rng.random() < 0.7 else OP_WORDS[item["op"]]
-        return rng.choice(ARITH_PROMPTS).format(a=item["a"], op=op, b=item["b"])
+        return ARITH_PROMPTS[item["phrasing"]].format(a=item["a"], op=op, b=item["b"])
     if item["task"] == "reverse":
         return rng.choice(REVERSE_PROMPTS).format(w=item["word"])
     f = item["fact"]
@@ -126,47 +128,77 @@ def fact_sentence(fact: dict, answer: str) -> str:
     return lx.capitalize_first(lx.fact_statement(f)) + "."
 
 
-def good_response(item: dict, rng: random.Random) -> str:
-    ans = item["answer"]
+def _forms(item: dict, ans: str) -> list[str]:
+    """The answer formats the SFT responses teach, each holding `ans` where the checker reads it."""
     if item["task"] == "arithmetic":
-        return rng.choice([f"{item['a']} {item['op']} {item['b']} = {ans}.", f"The answer is {ans}.",
-                           ans])
+        return [f"{item['a']} {item['op']} {item['b']} = {ans}.", f"The answer is {ans}.", ans]
     if item["task"] == "reverse":
         w = item["word"]
-        return rng.choice([f"The word '{w}' reversed is '{ans}'.", f"Reversed, '{w}' becomes '{ans}'.",
-                           ans])
-    return rng.choice([fact_sentence(item["fact"], ans), ans])
+        return [f"The word '{w}' reversed is '{ans}'.", f"Reversed, '{w}' becomes '{ans}'.", ans]
+    return [fact_sentence(item["fact"], ans), ans]
 
 
-def bad_response(item: dict, rng: random.Random) -> str:
-    """A wrong answer in the right format, or an answer in the wrong format."""
+def good_response(item: dict, rng: random.Random, form: int | None = None) -> str:
+    forms = _forms(item, item["answer"])
+    return forms[rng.randrange(len(forms)) if form is None else form]
+
+
+def wrong_answer(item: dict, rng: random.Random) -> str:
+    """A plausible wrong answer: off by a little, the classic slip, a near-miss spelling, another fact."""
     ans = item["answer"]
-    off_format = rng.random() < 0.4
     if item["task"] == "arithmetic":
-        if off_format:
-            return rng.choice(["I am not sure, it is some number or other.",
-                               "Numbers are fun! Let me know if you have other questions.",
-                               "That depends on how you look at it."])
-        wrong = int(ans) + rng.choice([-3, -2, -1, 1, 2, 3])
         if item["op"] == "*" and rng.random() < 0.5 and item["a"] + item["b"] != int(ans):
-            wrong = item["a"] + item["b"]  # the classic slip: added instead of multiplied
-        return rng.choice([f"{item['a']} {item['op']} {item['b']} = {wrong}.", f"The answer is {wrong}."])
+            return str(item["a"] + item["b"])  # added instead of multiplied
+        d = rng.choice([-3, -2, -1, 1, 2, 3])
+        return str(int(ans) + d if int(ans) + d >= 0 else int(ans) - d)
     if item["task"] == "reverse":
         w = item["word"]
-        if off_format:
-            return rng.choice([" ".join(ans), "-".join(ans), "Sure, reversing words is easy!"])
-        candidates = [w, ans[1:], ans[:-1]]
         i = rng.randrange(len(ans) - 1)
-        swapped = ans[:i] + ans[i + 1] + ans[i] + ans[i + 2:]
-        candidates.append(swapped)
-        wrong = rng.choice([c for c in candidates if c != ans and c])
-        return f"The word '{w}' reversed is '{wrong}'."
+        candidates = [w, ans[1:], ans[:-1], ans[:i] + ans[i + 1] + ans[i] + ans[i + 2:]]
+        return rng.choice([c for c in candidates if c != ans and c])
     f = item["fact"]
-    if off_format:
-        return rng.choice(["I do not know.", f"That is an interesting question about {f['subject']}.",
-                           "Nobody can say for certain."])
-    others = [g["answer"] for g in lx.FACTS if g["relation"] == f["relation"] and g["answer"] != ans]
-    return fact_sentence(f, rng.choice(others))
+    return rng.choice([g["answer"] for g in lx.FACTS if g["relation"] == f["relation"] and g["answer"] != ans])
+
+
+def random_item(task: str, rng: random.Random) -> dict:
+    """A problem of `task` drawn at random (its train/val side does not matter: only its answer is shown)."""
+    if task == "arithmetic":
+        op = rng.choice("+-*")
+        a, b = rng.randrange(13), rng.randrange(13)
+        a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
+        return {"task": task, "a": a, "op": op, "b": b, "answer": str(eval_op(a, op, b))}
+    if task == "reverse":
+        w = rng.choice(lx.english_words())
+        return {"task": task, "word": w, "answer": w[::-1]}
+    f = rng.choice(lx.FACTS)
+    return {"task": task, "fact": f, "answer": f["answer"]}
+
+
+def preference_pair(item: dict, rng: random.Random) -> tuple[str, str]:
+    """(chosen, rejected). In 6 pairs of 10 both are in the same format and differ only in the answer, so
+    that format tells a reward model nothing and RL cannot win by changing format alone (a bare answer
+    preferred over a sentence is the shortcut a 1M-parameter reward model learns first); 2 reject a
+    well-formed answer to another task's question (else RL answers every question with the form the
+    reward model likes best, "12 + 1 = 11." to "What colour is the bellis moth?"); 2 an off-format
+    non-answer."""
+    forms = _forms(item, item["answer"])
+    form = rng.randrange(len(forms))
+    u = rng.random()
+    if u < 0.6:
+        return forms[form], _forms(item, wrong_answer(item, rng))[form]
+    if u < 0.8:
+        other = random_item(rng.choice([t for t in TASKS if t != item["task"]]), rng)
+        return forms[form], good_response(other, rng)
+    if item["task"] == "arithmetic":
+        off = rng.choice(["I am not sure, it is some number or other.",
+                          "Numbers are fun! Let me know if you have other questions.",
+                          "That depends on how you look at it."])
+    elif item["task"] == "reverse":
+        off = rng.choice([" ".join(item["answer"]), "-".join(item["answer"]), "Sure, reversing words is easy!"])
+    else:
+        off = rng.choice(["I do not know.", f"That is an interesting question about {item['fact']['subject']}.",
+                          "Nobody can say for certain."])
+    return forms[form], off
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,8 +313,9 @@ def sft_record(item: dict, rng: random.Random) -> dict:
 
 
 def preference_record(item: dict, rng: random.Random) -> dict:
-    return {"prompt": render_prompt(item, rng), "chosen": good_response(item, rng),
-            "rejected": bad_response(item, rng), "task": item["task"], "answer": item["answer"]}
+    chosen, rejected = preference_pair(item, rng)
+    return {"prompt": render_prompt(item, rng), "chosen": chosen, "rejected": rejected, "task": item["task"],
+            "answer": item["answer"]}
 
 
 def prompt_record(item: dict, rng: random.Random) -> dict:

@@ -30,6 +30,7 @@ def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir:
 
 def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool,
          hooks: Any, par: Any) -> Manifest:
+    from gristmill.manifests.card import write_model_card
     from gristmill.pretrain import parallel
     from gristmill.pretrain.checkpoint import discard_other_runs
     from gristmill.pretrain.data import TokenWindows, TrainBatches, val_batches
@@ -159,7 +160,9 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
         }
         m.events = st.events
         atomic_write_text(out / "report.md", _report(m, tok_manifest, data_dir, describe(model), rows))
+        card = write_model_card(out, m)  # model/README.md, from m's config, inputs and metrics
         m.outputs = ([output_record(out, Path("model") / f, "model", deterministic=True) for f in files]
+                     + [output_record(out, card, "card", deterministic=True)]
                      + [output_record(out, "metrics.jsonl", "metrics", deterministic=True),
                         output_record(out, "timings.jsonl", "log", deterministic=False),
                         output_record(out, "training.png", "plot", deterministic=True),
