@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/eval_quality.py [--data ../shared/data] [--work /tmp/eval-quality] [--json OUT]
 
-Trains what `gristmill curate train-reference` / `train-quality` train (the model stages, defaults),
+Trains what `gristmill reference-lm` / `quality-model` train (the model stages, defaults),
 on TRAIN files, then scores two dev sets made of other files:
 
   clean-vs-web  positives: clean human text (wikitext-2 test articles, held-out Gutenberg books cut into

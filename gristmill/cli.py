@@ -263,9 +263,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return rc
 
 
+# `gristmill curate train-reference` / `train-quality` were a second CLI path to the model stages; they are
+# the stage commands now, and the old spelling is translated (scripts keep working) with a note.
+OLD_SPELLINGS = {("curate", "train-reference"): ("reference-lm", ("text", "out", "force")),
+                 ("curate", "train-quality"): ("quality-model", ("positive", "negative", "reference", "out", "force"))}
+
+
+def _old_spelling(argv: list[str]) -> list[str]:
+    """`curate train-quality --positive A --dim 8 ...` -> `quality-model --positive A --set quality-model.dim=8 ...`:
+    the stage's input flags pass through, every config flag becomes a --set of the same field."""
+    old = OLD_SPELLINGS.get(tuple(argv[:2]))
+    if old is None:
+        return argv
+    stage, passthrough = old
+    print(f"gristmill: note: `gristmill {' '.join(argv[:2])}` is now `gristmill {stage}` (config flags as "
+          f"--set {stage}.KEY=VALUE); the old spelling still works but will go", file=sys.stderr)
+    out, rest = [stage], argv[2:]
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else None
+        if name is None or name in passthrough or flag in ("-h", "--help"):
+            out.append(flag)
+        elif i + 1 < len(rest):
+            out += ["--set", f"{stage}.{name}={rest[i + 1]}"]
+            i += 1
+        else:
+            out.append(flag)  # a config flag without its value: argparse names it
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Stage tools (`gristmill curate train-quality ...`) take their own arguments.
+    argv = _old_spelling(list(sys.argv[1:] if argv is None else argv))
+    # Stage tools (`gristmill tokenize export ...`) take their own arguments.
     for spec in BUILTIN:
         prefix = ["align", spec.name] if spec.group == "align" else [spec.name]
         n = len(prefix)

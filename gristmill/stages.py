@@ -37,7 +37,7 @@ class StageSpec:
     run: str | Callable[..., Manifest]  # run(config, inputs, out_dir, *, force) -> Manifest
     group: str | None = None  # CLI group: `gristmill align sft`
     issue: int | None = None  # the issue that builds it, for the "not built yet" message
-    tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. curate train-quality
+    tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. tokenize export
 
     @property
     def expect(self) -> dict[str, tuple[str, ...]]:
@@ -93,19 +93,17 @@ BUILTIN: tuple[StageSpec, ...] = (
         name="curate", help="web dump -> language ID, boilerplate removal, filters, dedup, ledger",
         roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),
                Role("reference", "--reference", accepts=("reference-lm", RAW), required=False,
-                    help="reference LM for the perplexity filter: a train-reference folder, an ARPA/KenLM file "
+                    help="reference LM for the perplexity filter: a reference-lm folder, an ARPA/KenLM file "
                          "or a causal LM folder"),
                Role("quality", "--quality-model", accepts=("quality-model", RAW), required=False,
-                    help="quality classifier: a train-quality folder or a fastText model"),
+                    help="quality classifier: a quality-model folder or a fastText model"),
                Role("decontaminate", "--decontaminate", accepts=(RAW,), many=True, required=False,
                     help="evaluation sets (JSONL / JSON / Parquet / text): documents sharing a 13-word n-gram "
                          "with one are dropped (curate.decontamination)"),
                Role("truth", "--truth", accepts=(RAW,), required=False,
                     help="ground truth of a generated dump (the demo's truth.jsonl): the report measures "
                          "language ID, dedup, spam and extraction against it")),
-        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3,
-        tools=(("train-reference", "gristmill.curate.tools:train_reference_main"),
-               ("train-quality", "gristmill.curate.tools:train_quality_main"))),
+        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3),
     StageSpec(
         name="tokenize", help="curated documents -> BPE tokenizer + memory-mapped token shards",
         roles=(Role("data", "--input", accepts=("curate",), help="a finished curate folder"),

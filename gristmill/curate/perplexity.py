@@ -91,7 +91,7 @@ def train_ngram(texts: Iterable[str], out_path: Path, order: int = 3, *, info: d
                 for i in range(len(toks) - k + 1):
                     ck[toks[i:i + k]] += 1
     if n_sent == 0:
-        raise CurateError("train-reference: the given text has no tokens; give files with text in them")
+        raise CurateError("reference-lm: the given text has no tokens; give files with text in them")
 
     # Adjusted counts: raw at the highest order and for n-grams that start with <s> (nothing can precede
     # them), else the number of distinct left extensions (Kneser-Ney continuation counts).
@@ -397,14 +397,14 @@ def load_scorer(path: Path, *, prefer_kenlm: bool = True, **causal_lm_options) -
 
     - a folder with config.json: a Hugging Face causal LM (CausalLMScorer; options: max_tokens,
       batch_size, device);
-    - a `gristmill curate train-reference` folder, or a folder holding one model file: that file;
+    - a `gristmill reference-lm` folder, or a folder holding one model file: that file;
     - an `.arpa` / `.arpa.gz` file: KenLM when `kenlm` is importable (and prefer_kenlm), else our reader;
     - a KenLM binary (`.bin`, `.klm`, `.binary`): needs the `kenlm` package.
     """
     path = Path(path)
     if not path.exists():
         raise CurateError(f"reference model {path} does not exist; train one with `gristmill curate "
-                          f"train-reference --text FILE... --out DIR` or give a causal LM folder")
+                          f"reference-lm --text FILE... --out DIR` or give a causal LM folder")
     if path.is_dir():
         if (path / "config.json").is_file():
             return CausalLMScorer(path, **causal_lm_options)

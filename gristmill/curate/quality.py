@@ -146,7 +146,7 @@ def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path]
             LQ: [d for p in negative for d in read_texts(p, txt_docs)]}
     for label, files in ((HQ, positive), (LQ, negative)):
         if not docs[label]:
-            raise CurateError(f"train-quality: no {'positive' if label == HQ else 'negative'} documents in "
+            raise CurateError(f"quality-model: no {'positive' if label == HQ else 'negative'} documents in "
                               f"{[str(f) for f in files]}; give files with text in them")
     rng = random.Random(seed)
     train, test, test_raw = [], [], []
@@ -170,7 +170,7 @@ def train_quality(positive: Sequence[str | Path], negative: Sequence[str | Path]
                                               thread=_FASTTEXT_THREADS,
                                               verbose=0, loss="softmax")
         except RuntimeError as e:  # fastText's "Encountered NaN": the learning rate is too high
-            raise CurateError(f"train-quality: fastText training failed ({e}); lower the learning rate "
+            raise CurateError(f"quality-model: fastText training failed ({e}); lower the learning rate "
                               f"(lr={lr}, e.g. --lr {lr / 5:g})") from None
         tmp_model = Path(tmp) / "model.bin"
         model.save_model(str(tmp_model))
@@ -232,7 +232,7 @@ class QualityModel:
         labels = set(model.get_labels())
         if HQ not in labels:
             raise CurateError(f"{path or 'quality model'}: has no {HQ} label (labels: {sorted(labels)}); "
-                              f"train it with `gristmill curate train-quality`")
+                              f"train it with `gristmill quality-model`")
 
     def score(self, text: str) -> float:
         return self.scores([text])[0]
@@ -252,7 +252,7 @@ class QualityModel:
 
 
 def load_quality(path: str | Path) -> QualityModel:
-    """Load a fastText quality model: a model file, or a folder (a train-quality output) with model.bin."""
+    """Load a fastText quality model: a model file, or a folder (a quality-model output) with model.bin."""
     import fasttext
 
     path = Path(path)
@@ -263,7 +263,7 @@ def load_quality(path: str | Path) -> QualityModel:
         else:
             path = path / "model.bin"
     if not path.is_file():
-        raise CurateError(f"quality model {path} does not exist; train one with `gristmill curate train-quality "
+        raise CurateError(f"quality model {path} does not exist; train one with `gristmill quality-model "
                           f"--positive FILE... --negative FILE... --out DIR`")
     try:
         model = fasttext.load_model(str(path))

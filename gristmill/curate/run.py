@@ -24,8 +24,8 @@ def _file_record(path: Path) -> dict:
 def run_curate(config: CurateConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
                keep_work: bool = False) -> Manifest:
     """Curate `inputs["data"]` (files, folders) into `out_dir`. Optional inputs: "reference" (a reference
-    LM: train-reference folder, ARPA/KenLM file or causal LM folder) turns the perplexity filter on;
-    "quality" (a train-quality folder or fastText model) turns the quality filter on; "decontaminate"
+    LM: reference-lm folder, ARPA/KenLM file or causal LM folder) turns the perplexity filter on;
+    "quality" (a quality-model folder or fastText model) turns the quality filter on; "decontaminate"
     (evaluation sets: JSONL / JSON / Parquet / text files) turns decontamination on.
 
     Resumable: finished tasks of an interrupted run (same id) are kept; `force` starts over.

@@ -166,8 +166,8 @@ class Combiner:
     @classmethod
     def from_dict(cls, d: dict, where: str = COMBINER_NAME) -> "Combiner":
         if d.get("format") != FORMAT:
-            raise CurateError(f"{where}: not a quality combiner ({FORMAT}); retrain with `gristmill curate "
-                              f"train-quality`")
+            raise CurateError(f"{where}: not a quality combiner ({FORMAT}); retrain with `gristmill "
+                              f"quality-model`")
         unknown = [f for f in d["features"] if f not in FEATURES]
         if unknown:
             raise CurateError(f"{where}: unknown features {unknown}; retrain with this gristmill version")
@@ -252,12 +252,12 @@ def load_combiner(folder: str | Path) -> Combiner | None:
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise CurateError(f"{p}: unreadable ({e}); retrain with `gristmill curate train-quality`") from None
+        raise CurateError(f"{p}: unreadable ({e}); retrain with `gristmill quality-model`") from None
     return Combiner.from_dict(d, str(p))
 
 
 def reference_identity(path: str | Path) -> str:
-    """What names a reference LM across runs: its stage id (a train-reference folder) or its sha256."""
+    """What names a reference LM across runs: its stage id (a reference-lm folder) or its sha256."""
     from gristmill.manifests import MANIFEST_NAME, read_manifest
     from gristmill.manifests.hashing import sha256_file, sha256_tree
 
