@@ -20,6 +20,10 @@ DPOTrainer.__init__, before train(), every run (`precompute` gives its seconds).
 time (the process, start to exit) is printed next to it. Before the rounds, `check-dpo-loss` compares our
 dpo_loss with TRL's sigmoid loss on fixed log-probs; a difference over 1e-6 stops the benchmark.
 
+Every mode's summary also gives whole-run wall and CPU time, ours / TRL, median (min-max) over rounds: CPU is
+the run's process and the processes it waited for (getrusage RUSAGE_CHILDREN, user + system), which other load
+on a shared machine moves far less than wall time; for grpo / ppo our bare-generate measurement is left out.
+
 grpo / ppo (not run by default: --modes grpo ppo): seconds per iteration of the RL stage (`gristmill align ppo`,
 advantage grpo with K samples per prompt, or gae with one and a value model) against TRL's GRPOTrainer (TRL in
 .venv-bench) and PPOTrainer (trl.experimental.ppo, last shipped in TRL 1.12.0, so in its own venv .venv-bench-ppo;
@@ -68,6 +72,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from interleave import children_cpu_s  # benchmarks/interleave.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TRAIN_MODES = ("sft-lora", "sft-full", "reward", "dpo")
@@ -89,7 +95,9 @@ def child(argv: list[str]) -> int:
     rc = main(argv)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if argv[:2] == ["align", "ppo"] and rc == 0:
+        c0 = time.process_time()
         timing["bare"] = bare_generate(argv[2:], warmup=int(os.environ.get("BENCH_RL_WARMUP", "1")))
+        timing["bare_cpu_s"] = time.process_time() - c0  # taken off this run's CPU: TRL's side has no such extra
     print(json.dumps({"peak_rss_mb": peak, **timing}))
     return rc
 
@@ -253,11 +261,11 @@ def set_value(v: object) -> str:
 
 def measure(args: argparse.Namespace, side: str, mode: str, model: Path, data: Path, out: Path,
             ref_cache: Path) -> dict:
-    """One run of one side, with its whole wall time (the process, start to exit)."""
-    t0 = time.perf_counter()
+    """One run of one side, with its whole wall time and CPU seconds (the process, start to exit)."""
+    t0, c0 = time.perf_counter(), children_cpu_s()
     r = (ours(args, mode, model, data, out, ref_cache) if side == "ours"
          else trl(args, mode, model, data, precompute=side == "trl-pre"))
-    return r | {"wall": time.perf_counter() - t0}
+    return r | {"wall": time.perf_counter() - t0, "cpu": children_cpu_s() - c0}
 
 
 def rl_sizes(args: argparse.Namespace, mode: str) -> dict:
@@ -286,7 +294,10 @@ def ours_rl(args: argparse.Namespace, mode: str, prompts: Path, out: Path) -> di
     argv += [a for k, v in sets.items() for a in ("--set", f"ppo.{k}={set_value(v)}")]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), BENCH_RL_WARMUP=str(args.rl_warmup))
     r = run_json([sys.executable, __file__, "--_child", *argv], env=env)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from gristmill.pretrain.plots import read_rows
+
+    # the time_* fields live in timings.jsonl beside metrics.jsonl (which holds the deterministic fields only)
+    rows = read_rows(out / "metrics.jsonl", with_timings=True)
     timed = rows[args.rl_warmup:]
     n = len(timed)
     split = {k[5:-2]: sum(row[k] for row in timed) / n for k in RL_TIME_KEYS}
@@ -295,6 +306,7 @@ def ours_rl(args: argparse.Namespace, mode: str, prompts: Path, out: Path) -> di
     return {"s_per_iter": sum(split.values()), "split": split, "rss": r["peak_rss_mb"],
             "tokens": [row["response_tokens"] for row in timed], "gen_tok_s": gen_tokens / (split["generate"] * n),
             "bare_tok_s": r["bare"]["bare"]["tok_s"], "bare_lora_tok_s": r["bare"]["bare_lora"]["tok_s"],
+            "bare_cpu": r["bare_cpu_s"],
             "trainable": mt["trainable_params"] + mt["value_trainable_params"]}
 
 
@@ -352,9 +364,9 @@ def write_rl_prompts(args: argparse.Namespace, ours_path: Path, trl_path: Path) 
 
 
 def measure_rl(args: argparse.Namespace, side: str, mode: str, prompts: dict[str, Path], out: Path) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), children_cpu_s()
     r = ours_rl(args, mode, prompts["ours"], out) if side == "ours" else trl_rl(args, mode, prompts["trl"])
-    return r | {"wall": time.perf_counter() - t0}
+    return r | {"wall": time.perf_counter() - t0, "cpu": children_cpu_s() - c0 - r.get("bare_cpu", 0.0)}
 
 
 def rl_side(r: dict) -> str:
@@ -371,7 +383,8 @@ def rl_line(got: dict) -> str:
     line = f"ours {rl_side(o)}"
     if "trl" in got:
         t = got["trl"]
-        line += f"  trl {rl_side(t)}  ours/trl {o['s_per_iter'] / t['s_per_iter']:.2f}x"
+        line += (f"  trl {rl_side(t)}  ours/trl {o['s_per_iter'] / t['s_per_iter']:.2f}x (run CPU "
+                 f"{o['cpu'] / t['cpu']:.2f}x)")
     return line + f"  bare generate {o['bare_tok_s']:.1f} tok/s (+LoRA {o['bare_lora_tok_s']:.1f})"
 
 
@@ -394,7 +407,8 @@ def rl_summary(rs: list[dict]) -> str:
     return (f"s/iter ours/trl {spread(ratios)} (lower is better): ours {total:.2f} s vs trl {med('trl', 's_per_iter'):.2f}"
             f" s (TRL {rs[0]['trl']['version']}); our split: {split}; TRL's: {tsplit}; {gen}, TRL's generation "
             f"{med('trl', 'gen_tok_s'):.1f} tok/s; memory {spread([g['ours']['rss'] / g['trl']['rss'] for g in rs])} "
-            f"(ours {med('ours', 'rss'):.0f} MB vs {med('trl', 'rss'):.0f} MB)")
+            f"(ours {med('ours', 'rss'):.0f} MB vs {med('trl', 'rss'):.0f} MB); whole run (ours without bare "
+            f"generate) CPU {spread([g['ours']['cpu'] / g['trl']['cpu'] for g in rs])}")
 
 
 def check_dpo_loss(trl_side: list[str]) -> None:
@@ -412,17 +426,19 @@ def spread(xs: list[float]) -> str:
 
 def rate_line(got: dict) -> str:
     o, t = got["ours"], got["trl"]
-    return (f"ours {o['rate']:9.1f} tok/s ({o['rss']:6.0f} MB)  trl {t['rate']:9.1f} tok/s ({t['rss']:6.0f} MB)  "
+    return (f"ours {o['rate']:9.1f} tok/s ({o['rss']:6.0f} MB; run {o['wall']:.1f} s, {o['cpu']:.1f} s CPU)  trl "
+            f"{t['rate']:9.1f} tok/s ({t['rss']:6.0f} MB; run {t['wall']:.1f} s, {t['cpu']:.1f} s CPU)  "
             f"ratio {o['rate'] / t['rate']:.2f}x")
 
 
 def dpo_line(got: dict) -> str:
     o, t, tp = got["ours"], got["trl"], got["trl-pre"]
     ref = f"{o['ref_s']:.1f} s" if o.get("ref_s") is not None else "n/a"
-    return (f"ours {o['s_per_step']:.3f} s/step ({o['rss']:.0f} MB; run {o['wall']:.1f} s, ref cache "
-            f"{'warm' if o['ref_hit'] else 'cold'} {ref})  trl {t['s_per_step']:.3f} s/step ({t['rss']:.0f} MB; "
-            f"run {t['wall']:.1f} s)  trl+precompute {tp['s_per_step']:.3f} s/step ({tp['rss']:.0f} MB; run "
-            f"{tp['wall']:.1f} s, precompute {tp['ref_s']:.1f} s)  ours/trl {o['s_per_step'] / t['s_per_step']:.2f}x  "
+    return (f"ours {o['s_per_step']:.3f} s/step ({o['rss']:.0f} MB; run {o['wall']:.1f} s, {o['cpu']:.1f} s CPU, "
+            f"ref cache {'warm' if o['ref_hit'] else 'cold'} {ref})  trl {t['s_per_step']:.3f} s/step ({t['rss']:.0f} "
+            f"MB; run {t['wall']:.1f} s, {t['cpu']:.1f} s CPU)  trl+precompute {tp['s_per_step']:.3f} s/step "
+            f"({tp['rss']:.0f} MB; run {tp['wall']:.1f} s, {tp['cpu']:.1f} s CPU, precompute {tp['ref_s']:.1f} s)  "
+            f"ours/trl {o['s_per_step'] / t['s_per_step']:.2f}x  "
             f"ours/trl+precompute {o['s_per_step'] / tp['s_per_step']:.2f}x")
 
 
@@ -430,9 +446,11 @@ def rate_summary(rs: list[dict]) -> str:
     ratios = [g["ours"]["rate"] / g["trl"]["rate"] for g in rs]
     loops = [g["ours"]["rate_loop"] / g["trl"]["rate"] for g in rs]
     mem = [g["ours"]["rss"] / g["trl"]["rss"] for g in rs]
+    wall = [g["ours"]["wall"] / g["trl"]["wall"] for g in rs]
+    cpu = [g["ours"]["cpu"] / g["trl"]["cpu"] for g in rs]
     return (f"throughput {spread(ratios)}; with our checkpoints {statistics.median(loops):.2f}x; memory "
             f"{spread(mem)}; ours {statistics.median(g['ours']['rss'] for g in rs):.0f} MB vs "
-            f"{statistics.median(g['trl']['rss'] for g in rs):.0f} MB")
+            f"{statistics.median(g['trl']['rss'] for g in rs):.0f} MB; whole run wall {spread(wall)}, CPU {spread(cpu)}")
 
 
 def dpo_summary(rs: list[dict]) -> str:
@@ -444,7 +462,8 @@ def dpo_summary(rs: list[dict]) -> str:
 
     return (f"s/step ours/trl {vs('s_per_step', 'trl')}, ours/trl+precompute {vs('s_per_step', 'trl-pre')} "
             f"(target <= 0.50x); memory {vs('rss', 'trl')}, {vs('rss', 'trl-pre')} (ours {mb('ours'):.0f} MB vs "
-            f"{mb('trl'):.0f} / {mb('trl-pre'):.0f} MB); whole run {vs('wall', 'trl')}, {vs('wall', 'trl-pre')}")
+            f"{mb('trl'):.0f} / {mb('trl-pre'):.0f} MB); whole run {vs('wall', 'trl')}, {vs('wall', 'trl-pre')}; "
+            f"whole-run CPU {vs('cpu', 'trl')}, {vs('cpu', 'trl-pre')}")
 
 
 def fitting_pairs(path: Path, model: Path, max_length: int, limit: int) -> int:
@@ -584,7 +603,8 @@ def main() -> int:
                       flush=True)
 
     print("\nmedian over rounds (range), ours/TRL: throughput (sft, reward: higher is better) or seconds per step "
-          "(dpo: lower is better) or per iteration (grpo, ppo: lower is better), peak RSS, whole-run wall time")
+          "(dpo: lower is better) or per iteration (grpo, ppo: lower is better), peak RSS, whole-run wall and CPU "
+          "time (lower is better)")
     for (name, mode), rs in results.items():
         summary = rl_summary if mode in RL_MODES else dpo_summary if mode == "dpo" else rate_summary
         print(f"  {name:8s} {mode:9s} {summary(rs)}")

@@ -11,7 +11,13 @@ and a generated demo dump (--pages, default 2000). Same workers for both.
              dedup, and writes the ledger, stats and report)
 
 Each side runs in its own child process; peak RSS is the sum over that process tree, sampled every
-50 ms. Kept-set quality is measured on the demo part against the generator's ground truth. Then:
+50 ms. The two sides run in --rounds rounds (default 3), datatrove first in odd rounds and gristmill
+first in even ones (the machine is shared: one pass each has given 0.55x and 1.11x minutes apart);
+each round prints both sides' wall seconds and CPU seconds (getrusage, user + system, of the child and
+every process under it: this process adopts the orphans, such as gristmill's forkserver pool, and reaps
+them), then the median (min-max) over rounds of datatrove / gristmill
+for wall time and for CPU time. Kept-set quality is measured on the demo part (the first round's run)
+against the generator's ground truth. Then:
 memory flatness (ours on N and 10 N demo pages) and the trafilatura with/without snippet evaluation
 (evaldata.json) of our extraction vs plain `trafilatura.extract`.
 
@@ -20,7 +26,7 @@ install: the datatrove side runs with those two dependency checks skipped, a sma
 (HTML sniffing; only used for records without WARC-Identified-Payload-Type), the local lid.176.ftz,
 gristmill's offline word tokenizer (datatrove's default needs spaCy) and sha1 hashing (no xxhash).
 
-    .venv/bin/python benchmarks/bench_curate.py [--data ../shared/data] [--pages 2000] [--workers 2]
+    .venv/bin/python benchmarks/bench_curate.py [--data ../shared/data] [--pages 2000] [--workers 2] [--rounds 3]
 
 --scale: memory independent of the corpus size. Generates short synthetic English JSONL documents (no
 shared data needed; shards of 50 000 documents, 2.5 % exact and 2.5 % near copies of earlier documents),
@@ -39,6 +45,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -46,6 +53,9 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
+
+from interleave import (adopt_orphans, children_cpu_s, reap_orphans, round_order,  # benchmarks/interleave.py
+                        spread)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -232,6 +242,8 @@ def run_child(mode: str, inputs: list[Path], tmp: Path, workers: int, timeout: f
     out = tmp / f"{tag}-out"
     cmd = [sys.executable, __file__, "--run", mode, "--inputs", str(inp), "--out", str(out), "--result", str(res),
            "--workers", str(workers), "--timeout", str(timeout)]
+    adopt_orphans()  # gristmill's pool runs under a forkserver the child never waits for: adopt it to count it
+    cpu0 = children_cpu_s()
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     p = psutil.Process(proc.pid)
     peak = 0
@@ -257,9 +269,14 @@ def run_child(mode: str, inputs: list[Path], tmp: Path, workers: int, timeout: f
         os.killpg(proc.pid, 9)
     except ProcessLookupError:
         pass
+    reap_orphans()
+    # exact CPU of the child and of every process under it (poll() reaped the child, reap_orphans the
+    # processes it left to us), unlike the sampled cpu_s
+    cpu_tree = children_cpu_s() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed (exit {proc.returncode})")
     r = json.loads(res.read_text())
+    r["cpu_tree_s"] = cpu_tree
     r["peak_rss_mb"] = peak / 2**20
     # a throughput measure other load on the machine hardly moves (wall-clock docs/s does); sampled, so the
     # last 50 ms are missing
@@ -444,6 +461,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--pages", type=int, default=2000, help="pages in the generated demo dump")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="peer comparison: rounds of datatrove + gristmill, "
+                    "the order alternating (>= 1)")
     ap.add_argument("--timeout", type=float, default=5.0, help="per-page extraction limit, both sides (seconds)")
     ap.add_argument("--mem-pages", type=int, default=1000, help="memory check: N and 10 N demo pages")
     ap.add_argument("--skip-memory", action="store_true")
@@ -462,6 +481,8 @@ def main() -> None:
     if args.scale:
         scale_main(args)
         return
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if not (args.data / "web").is_dir():
         raise SystemExit(f"{args.data}: no web/ folder; pass --data PATH to the shared data bundle")
     from gristmill.demo import write_demo_data
@@ -477,18 +498,39 @@ def main() -> None:
               f"workers={args.workers}", flush=True)
 
         dt_inputs = inputs[:-1] + [without_broken_tail(demo / "web.warc.gz", tmp / "demo-for-datatrove.warc.gz")]
-        dt = run_child("datatrove", dt_inputs, tmp, args.workers, args.timeout, "dt")
-        ours = run_child("ours", inputs, tmp, args.workers, args.timeout, "ours")
+        runs: dict[str, list[dict]] = {"datatrove": [], "gristmill": []}
+        for rnd in range(args.rounds):
+            for side in round_order(("datatrove", "gristmill"), rnd):
+                tag = ("dt" if side == "datatrove" else "ours") + (f"-r{rnd + 1}" if rnd else "")
+                r = (run_child("datatrove", dt_inputs, tmp, args.workers, args.timeout, tag) if side == "datatrove"
+                     else run_child("ours", inputs, tmp, args.workers, args.timeout, tag))
+                if rnd:  # later rounds are timed only; round 1's outputs are the ones inspected below
+                    shutil.rmtree(tmp / f"{tag}-out", ignore_errors=True)
+                    r.pop("kept_ids")
+                runs[side].append(r)
+            d, o = runs["datatrove"][-1], runs["gristmill"][-1]
+            print(f"round {rnd + 1} ({' then '.join(round_order(('datatrove', 'gristmill'), rnd))}): datatrove "
+                  f"{d['wall_s']:.1f} s wall / {d['cpu_tree_s']:.1f} s CPU, gristmill {o['wall_s']:.1f} s wall / "
+                  f"{o['cpu_tree_s']:.1f} s CPU; datatrove/gristmill wall {d['wall_s'] / o['wall_s']:.2f}x, "
+                  f"CPU {d['cpu_tree_s'] / o['cpu_tree_s']:.2f}x", flush=True)
+        dt, ours = runs["datatrove"][0], runs["gristmill"][0]
         records = ours["records_read"]
+        wall_ratios = [d["wall_s"] / o["wall_s"] for d, o in zip(runs["datatrove"], runs["gristmill"])]
+        cpu_ratios = [d["cpu_tree_s"] / o["cpu_tree_s"] for d, o in zip(runs["datatrove"], runs["gristmill"])]
         q_dt = kept_quality(dt["kept_ids"], demo / "truth.jsonl")
         q_ours = kept_quality(ours["kept_ids"], demo / "truth.jsonl")
         overlap = len(set(dt["kept_ids"]) & set(ours["kept_ids"]))
-        print(f"\n{'':<12}{'wall s':>9}{'records/s':>11}{'kept':>7}{'peak RSS MB':>13}")
+        med = statistics.median
+        print(f"\nmedian over {args.rounds} rounds\n{'':<12}{'wall s':>9}{'CPU s':>9}{'records/s':>11}{'kept':>7}"
+              f"{'peak RSS MB':>13}")
         for name, r in (("datatrove", dt), ("gristmill", ours)):
-            print(f"{name:<12}{r['wall_s']:>9.1f}{records / r['wall_s']:>11.1f}{len(r['kept_ids']):>7}"
-                  f"{r['peak_rss_mb']:>13.0f}")
-        print(f"throughput ratio gristmill/datatrove: {dt['wall_s'] / ours['wall_s']:.2f}x  (target >= 1.3x; "
-              f"{records} records read)")
+            rs = runs[name]
+            wall = med(x["wall_s"] for x in rs)
+            print(f"{name:<12}{wall:>9.1f}{med(x['cpu_tree_s'] for x in rs):>9.1f}{records / wall:>11.1f}"
+                  f"{len(r['kept_ids']):>7}{med(x['peak_rss_mb'] for x in rs):>13.0f}")
+        print(f"throughput ratio gristmill/datatrove, median (min-max) over {args.rounds} rounds: wall "
+              f"{spread(wall_ratios)}, CPU {spread(cpu_ratios)}  (target >= 1.3x wall: "
+              f"{'PASS' if statistics.median(wall_ratios) >= 1.3 else 'FAIL'}; {records} records read)")
         print(f"kept documents in common: {overlap} (datatrove {len(dt['kept_ids'])}, gristmill "
               f"{len(ours['kept_ids'])})")
         only_dt = set(dt["kept_ids"]) - set(ours["kept_ids"])

@@ -26,8 +26,10 @@ Speed: --rounds rounds; in each, every page goes through every side, the order o
 page by page, so load from other processes on a shared machine falls on all sides alike; a side's
 pages/s is pages / its summed CPU seconds of this process (time.process_time: on a shared, busy
 machine wall time mostly measures the other processes) in that round (a new gristmill Extractor each
-round, so its identical-page cache never answers a page seen in an earlier round). Printed: each
-side's median pages/s, and the median (min-max) over rounds of gristmill's pages/s / each other side's.
+round, so its identical-page cache never answers a page seen in an earlier round); its summed wall
+seconds (perf_counter) are kept beside them. Printed: each round's CPU and wall pages/s per side, each
+side's median pages/s (CPU and wall), and the median (min-max) over rounds of gristmill's pages/s /
+each other side's, for CPU and for wall time.
 
 Language prefilter (curate.langid.prefilter): its cost per page (long text runs + fastText, as the
 curate pipeline runs it), the pages it drops, the extraction time those drops save (gristmill's time
@@ -107,24 +109,28 @@ def sides(ours: Extractor, ours_full: Extractor) -> dict:
     }
 
 
-def run_round(htmls: list[str], rnd: int) -> tuple[dict, dict, list[float], Extractor]:
+def run_round(htmls: list[str], rnd: int) -> tuple[dict, dict, dict, list[float], Extractor]:
+    """One round: (CPU seconds per side, wall seconds per side, outputs per side, gristmill's CPU seconds per
+    page, the gristmill Extractor)."""
     ours = Extractor(ExtractionConfig())
     fns = sides(ours, Extractor(ExtractionConfig(fast_first=False)))
     names = list(fns)
     seconds = {k: 0.0 for k in names}
+    wall = {k: 0.0 for k in names}
     outputs = {k: [] for k in names}
     ours_times = []
     for i, html in enumerate(htmls):
         k0 = (i + rnd) % len(names)
         for name in names[k0:] + names[:k0]:
-            t0 = time.process_time()
+            w0, t0 = time.perf_counter(), time.process_time()
             out = fns[name](html)
             dt = time.process_time() - t0
+            wall[name] += time.perf_counter() - w0
             seconds[name] += dt
             outputs[name].append(out)
             if name == "gristmill":
                 ours_times.append(dt)
-    return seconds, outputs, ours_times, ours
+    return seconds, wall, outputs, ours_times, ours
 
 
 def web_pages(web: Path) -> list[str]:
@@ -174,26 +180,30 @@ def main() -> int:
           f"{sum(len(h) for h in htmls) / 1e6:.1f} M characters of HTML; rounds: {a.rounds}", flush=True)
     Extractor(ExtractionConfig()).extract(htmls[0])  # warm-up: imports, jusText stoplists
 
-    per_round, first_outputs, ours_times, fallbacks = [], None, None, 0
+    per_round, wall_round, first_outputs, ours_times, fallbacks = [], [], None, None, 0
     for rnd in range(a.rounds):
-        seconds, outputs, times, ours = run_round(htmls, rnd)
+        seconds, wall, outputs, times, ours = run_round(htmls, rnd)
         per_round.append(seconds)
+        wall_round.append(wall)
         if first_outputs is None:
             first_outputs, ours_times, fallbacks = outputs, times, ours.fallbacks
-        print(f"round {rnd + 1}: " + ", ".join(f"{k} {len(htmls) / s:.1f}" for k, s in seconds.items())
-              + " pages/s", flush=True)
+        print(f"round {rnd + 1}: " + ", ".join(f"{k} {len(htmls) / s:.1f} ({len(htmls) / wall[k]:.1f} wall)"
+                                               for k, s in seconds.items()) + " pages/s", flush=True)
 
     names = list(per_round[0])
-    print(f"\n{'side':<26}{'precision':>10}{'recall':>8}{'F1':>8}{'pages/s':>10}")
+    print(f"\n{'side':<26}{'precision':>10}{'recall':>8}{'F1':>8}{'pages/s':>10}{'wall':>8}")
     for name in names:
         sc = snippet_scores(first_outputs[name], items)
         pps = statistics.median(len(htmls) / r[name] for r in per_round)
-        print(f"{name:<26}{sc['precision']:>10.4f}{sc['recall']:>8.4f}{sc['f1']:>8.4f}{pps:>10.1f}")
+        wps = statistics.median(len(htmls) / r[name] for r in wall_round)
+        print(f"{name:<26}{sc['precision']:>10.4f}{sc['recall']:>8.4f}{sc['f1']:>8.4f}{pps:>10.1f}{wps:>8.1f}")
     print(f"gristmill took the full path on {fallbacks} of {len(htmls)} pages ({fallbacks / len(htmls):.1%})")
-    print("\nspeed ratio gristmill / other, median (min-max) over rounds:")
+    print("\nspeed ratio gristmill / other, median (min-max) over rounds, CPU time and wall time:")
     for name in names[1:]:
         ratios = [r[name] / r["gristmill"] for r in per_round]
-        print(f"  vs {name:<24} {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        walls = [r[name] / r["gristmill"] for r in wall_round]
+        print(f"  vs {name:<24} CPU {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})   "
+              f"wall {statistics.median(walls):.2f}x ({min(walls):.2f}-{max(walls):.2f})")
     fast = [r["trafilatura fast"] / r["gristmill"] for r in per_round]
     f1_ours = snippet_scores(first_outputs["gristmill"], items)["f1"]
     f1_full = snippet_scores(first_outputs["gristmill full path"], items)["f1"]

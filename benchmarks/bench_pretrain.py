@@ -3,9 +3,11 @@
 The bare loop is what every loop must do: forward, backward, clip, AdamW step, on batches already
 in memory. Ours adds the data windows read from memmaps, spike detection (one host sync per step),
 metrics.jsonl rows, the progress bar, periodic validation and the step-0 / final checkpoints. Both
-run the same steps, alternately; the best of the repeats is kept. Two ratios: wall time per step
-after a warm-up, and process CPU time of the whole loop (steadier on a shared machine with
---threads 1). On a GPU with a known peak, MFU (6N + attention FLOPs per token over the bf16 peak).
+run the same steps in --rounds rounds (bare then ours, then ours then bare, ...; the machine is shared),
+each round's figures printed. Two ratios ours / bare speed, each the median (min-max) over rounds of
+that round's ratio: wall time per step after a warm-up, and process CPU time of the whole loop
+(time.process_time, all threads; steadier on a shared machine with --threads 1). tok/s and MFU: the
+medians. On a GPU with a known peak, MFU (6N + attention FLOPs per token over the bf16 peak).
 
     python benchmarks/bench_pretrain.py                                  # CPU: tiny and small
     python benchmarks/bench_pretrain.py --device cuda --preset 124m      # GPU: bf16 autocast, MFU
@@ -17,6 +19,7 @@ import gzip
 import hashlib
 import json
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +37,7 @@ from gristmill.pretrain.run import run_pretrain
 from gristmill.tokenize.config import TokenizeConfig
 from gristmill.tokenize.run import run_tokenize
 from gristmill.tokenize.shards import ShardSet
+from interleave import round_order, spread  # benchmarks/interleave.py (this script's folder is on sys.path)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data"
 # per preset: steps timed (after `warm` more), windows per micro-batch, tokens per window
@@ -138,10 +142,12 @@ def our_loop(cfg: PretrainConfig, tok: Path, out: Path, warm: int) -> tuple[floa
         m = run_pretrain(cfg, {"data": [tok]}, out, force=True)
     finally:
         loop.train = real
-    rows = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows[r["step"]] = r
+    rows: dict[int, dict] = {}  # step -> its last row; time_s (wall seconds since the loop started) is in
+    for name in ("metrics.jsonl", "timings.jsonl"):  # timings.jsonl since metrics.jsonl became deterministic
+        path = out / name
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            r = json.loads(line)
+            rows.setdefault(r["step"], {}).update(r)
     return (rows[cfg.max_steps]["time_s"] - rows[warm]["time_s"]) / (cfg.max_steps - warm), cpu[0], m.metrics
 
 
@@ -154,13 +160,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default per preset)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--seq-len", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=2, help="alternate bare / ours this many times; best kept")
+    ap.add_argument("--rounds", "--repeats", dest="rounds", type=int, default=3,
+                    help="rounds of bare + ours, the order alternating; medians over rounds (--repeats: old name)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both loops")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); 1 is steadier "
                     "on a shared machine")
     ap.add_argument("--vocab-size", type=int, default=8192)
     ap.add_argument("--max-chars", type=int, default=8_000_000, help="text to tokenize")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     presets = args.preset or (["124m"] if args.device == "cuda" else ["tiny", "small"])
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,8 +182,9 @@ def main() -> None:
         print(f"tokens: {meta['train_tokens']:,} train, vocab {meta['vocab_size']:,} ({time.perf_counter() - t:.1f}s); "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
               + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
-        print(f"{'preset':<7} {'params':>11} {'tokens/step':>11} {'bare tok/s':>11} {'ours tok/s':>11} "
-              f"{'ours/bare wall':>14} {'ours/bare CPU':>13} {'MFU bare':>9} {'MFU ours':>9}")
+        header = (f"{'preset':<7} {'params':>11} {'tokens/step':>11} {'bare tok/s':>11} {'ours tok/s':>11} "
+                  f"{'ours/bare wall':>21} {'ours/bare CPU':>21} {'MFU bare':>9} {'MFU ours':>9}")
+        rows = []
         for preset in presets:
             shape = SHAPES[preset]
             warm = shape["warm"]
@@ -182,27 +192,38 @@ def main() -> None:
             cfg = config(preset, args.device, steps, args.batch_size or shape["batch_size"],
                          args.seq_len or shape["seq_len"], args.compile)
             bare, ours, bare_cpu, ours_cpu, metrics = [], [], [], [], {}
-            for r in range(args.repeats):
-                w, c = bare_loop(cfg, tok, warm)
-                bare.append(w)
-                bare_cpu.append(c)
-                w, c, metrics = our_loop(cfg, tok, root / f"pt-{preset}", warm)
-                ours.append(w)
-                ours_cpu.append(c)
+            for r in range(args.rounds):
+                for side in round_order(("bare", "ours"), r):
+                    if side == "bare":
+                        w, c = bare_loop(cfg, tok, warm)
+                        bare.append(w)
+                        bare_cpu.append(c)
+                    else:
+                        w, c, metrics = our_loop(cfg, tok, root / f"pt-{preset}", warm)
+                        ours.append(w)
+                        ours_cpu.append(c)
+                print(f"{preset} round {r + 1} ({' then '.join(round_order(('bare', 'ours'), r))}): wall s/step bare "
+                      f"{bare[-1]:.4f}, ours {ours[-1]:.4f} ({bare[-1] / ours[-1]:.3f}x); CPU s bare {bare_cpu[-1]:.1f}, "
+                      f"ours {ours_cpu[-1]:.1f} ({bare_cpu[-1] / ours_cpu[-1]:.3f}x)", flush=True)
             tokens = cfg.batch_size * cfg.seq_len
-            tb, to = tokens / min(bare), tokens / min(ours)
+            tb, to = tokens / statistics.median(bare), tokens / statistics.median(ours)
             shape_m = cfg.model_shape()
             fpt = flops_per_token(params=metrics["params"], num_layers=shape_m["num_layers"],
                                   hidden_size=shape_m["hidden_size"], seq_len=cfg.seq_len)
             peak = peak_flops(torch.device(args.device), cfg.peak_tflops)
             mb, mo = mfu(tb, fpt, peak), mfu(to, fpt, peak)
             pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
-            print(f"{preset:<7} {metrics['params']:>11,} {tokens:>11,} {tb:>11,.0f} {to:>11,.0f} "
-                  f"{to / tb:>13.3f}x {min(bare_cpu) / min(ours_cpu):>12.3f}x {pct(mb):>9} {pct(mo):>9}", flush=True)
-            print(f"        wall s/step bare: {', '.join(f'{x:.4f}' for x in bare)}; ours: "
-                  f"{', '.join(f'{x:.4f}' for x in ours)}; CPU s bare: {', '.join(f'{x:.1f}' for x in bare_cpu)}; "
-                  f"ours: {', '.join(f'{x:.1f}' for x in ours_cpu)}; final train loss "
-                  f"{metrics['final_train_loss']:.3f}, val loss {metrics['val_loss']:.3f}", flush=True)
+            # ours / bare speed per round (> 1: ours faster), for wall time per step and for CPU time of the loop
+            wall_ratio = spread([b / o for b, o in zip(bare, ours)], ".3f")
+            cpu_ratio = spread([b / o for b, o in zip(bare_cpu, ours_cpu)], ".3f")
+            rows.append(f"{preset:<7} {metrics['params']:>11,} {tokens:>11,} {tb:>11,.0f} {to:>11,.0f} "
+                        f"{wall_ratio:>21} {cpu_ratio:>21} {pct(mb):>9} {pct(mo):>9}")
+            rows.append(f"        wall s/step bare: {', '.join(f'{x:.4f}' for x in bare)}; ours: "
+                        f"{', '.join(f'{x:.4f}' for x in ours)}; CPU s bare: {', '.join(f'{x:.1f}' for x in bare_cpu)}; "
+                        f"ours: {', '.join(f'{x:.1f}' for x in ours_cpu)}; final train loss "
+                        f"{metrics['final_train_loss']:.3f}, val loss {metrics['val_loss']:.3f}")
+        print(f"\nmedian over {args.rounds} rounds; ratios: median (min-max) of the rounds' ours/bare speed")
+        print("\n".join([header] + rows), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,16 @@ RAYON_NUM_THREADS says otherwise):
                      split, encode, shards + index written, manifest hashed): the whole stage
   datatrove          JsonlReader -> DocumentTokenizer on the same jsonl.gz (shuffle off: its fastest
                      setting; ours does not shuffle either)
+  gristmill, N workers
+                     the same stage with tokenize.workers=N (--workers): N encoding tasks in datatrove's
+                     local process pool, each on its own input shards, then the merge
 tokens/s counts the same tokens (eos included) for every method; MB/s is UTF-8 text bytes per second;
-peak RSS is the highest resident memory seen while the method ran, above what the process held before;
-CPU s is the CPU time of all threads (when wall ~ CPU, other processes held the other cores).
-Best of --rounds, since the machine is shared. gristmill's figure includes its fixed per-run cost
+peak RSS is the highest resident memory seen while the method ran, above what the process held before
+(this process only: the workers' pool processes are not in it);
+CPU s is the CPU time of all threads of this process (when wall ~ CPU, other processes held the other
+cores; for the workers side it misses the pool processes, so it is not comparable).
+Rounds interleave the methods; seconds are the median of --rounds with the range (min-max) beside it,
+ratios are of medians, since the machine is shared. gristmill's figure includes its fixed per-run cost
 (tokenizer folder, manifest hashing, fsyncs: about 0.4 s), so small corpora understate its rate.
 """
 from __future__ import annotations
@@ -80,18 +86,19 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def timed(methods: dict, rounds: int) -> dict[str, tuple[float, float, float]]:
-    """name -> (best seconds, largest peak RSS delta in MB, best CPU seconds of all threads); rounds interleave the methods so that
-    a slow spell of the (shared) machine hits all of them alike."""
-    best = {name: (float("inf"), 0.0, float("inf")) for name in methods}
+def timed(methods: dict, rounds: int) -> dict[str, tuple[list[float], float, list[float]]]:
+    """name -> (seconds of each round, largest peak RSS delta in MB, CPU seconds of all threads of each round);
+    rounds interleave the methods so that a slow spell of the (shared) machine hits all of them alike."""
+    res = {name: ([], 0.0, []) for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             with PeakRSS() as mem:
                 t, c = time.perf_counter(), time.process_time()
                 fn()
                 sec, cpu = time.perf_counter() - t, time.process_time() - c
-            best[name] = (min(best[name][0], sec), max(best[name][1], mem.delta_mb), min(best[name][2], cpu))
-    return best
+            secs, peak, cpus = res[name]
+            res[name] = (secs + [sec], max(peak, mem.delta_mb), cpus + [cpu])
+    return res
 
 
 def main() -> None:
@@ -99,7 +106,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--tokenizer", type=Path, default=None, help=f"a tokenizer.json (default DATA/{TOKENIZER})")
     ap.add_argument("--repeat", type=int, default=8, help="copies of the corpus (distinct ids) to make timing stable")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per method; the best is reported")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per method; median and range are reported")
+    ap.add_argument("--workers", type=int, default=2, help="tokenize.workers of the workers side (0 = leave it out)")
     ap.add_argument("--batch-size", type=int, default=1024)
     args = ap.parse_args()
 
@@ -133,17 +141,21 @@ def main() -> None:
 
         n_runs = {"n": 0}
 
-        def ours() -> None:
+        def ours(workers: int = 1) -> None:
             n_runs["n"] += 1
             out = work / f"ours{n_runs['n']}"
-            run_tokenize(TokenizeConfig(batch_size=bs, shard_tokens=50_000_000), {"data": [curate],
-                         "tokenizer": [tok_path]}, out)
+            run_tokenize(TokenizeConfig(batch_size=bs, shard_tokens=50_000_000, workers=workers),
+                         {"data": [curate], "tokenizer": [tok_path]}, out)
             ours.manifest = json.loads((out / "manifest.json").read_text())
+            shutil.rmtree(out)  # keep the page cache and /tmp to what the next round reads
 
         def datatrove() -> None:
             from datatrove.pipeline.readers import JsonlReader
             from datatrove.pipeline.tokens import DocumentTokenizer
 
+            from datatrove.utils.logging import logger
+
+            logger.remove()  # the workers side's run puts datatrove's default logger back
             n_runs["n"] += 1
             reader = JsonlReader(str(curate), glob_pattern="documents-*.jsonl.gz")
             step = DocumentTokenizer(str(work / f"dt{n_runs['n']}"), tokenizer_name_or_path=str(tok_path),
@@ -155,21 +167,35 @@ def main() -> None:
 
         raw()  # warm the Rayon pool and the page cache
         ours()  # and the one-time imports (transformers) of the stage
-        results = timed({"raw encode_batch (limit)": raw, "raw encode_batch_fast": lambda: raw(fast=True),
-                         "gristmill tokenize": ours, "datatrove DocumentTokenizer": datatrove}, args.rounds)
+        methods = {"raw encode_batch (limit)": raw, "raw encode_batch_fast": lambda: raw(fast=True),
+                   "gristmill tokenize": ours, "datatrove DocumentTokenizer": datatrove}
+        wname = f"gristmill, {args.workers} workers"
+        if args.workers:
+            methods[wname] = lambda: ours(args.workers)
+        results = timed(methods, args.rounds)
         metrics = ours.manifest["metrics"]
         n_tokens = metrics["train_tokens"] + metrics["val_tokens"]
         print(f"{n_tokens} tokens incl. eos, {metrics['bytes_per_token']} bytes/token, "
               f"{len(metrics['shards'])} shards, dtype {metrics['dtype']}\n")
-        print(f"{'method':30s} {'seconds':>8s} {'Mtok/s':>8s} {'MB/s':>7s} {'peak RSS +MB':>13s} {'CPU s':>7s}")
-        for name, (sec, mb, cpu) in results.items():
-            print(f"{name:30s} {sec:8.3f} {n_tokens / sec / 1e6:8.3f} {n_bytes / sec / 1e6:7.2f} {mb:13.1f} {cpu:7.2f}")
-        t = {k: v[0] for k, v in results.items()}
+        import statistics
+
+        print(f"{'method':30s} {'seconds':>8s} {'range':>15s} {'Mtok/s':>8s} {'MB/s':>7s} {'peak RSS +MB':>13s} "
+              f"{'CPU s':>7s}")
+        for name, (secs, mb, cpus) in results.items():
+            sec, cpu = statistics.median(secs), statistics.median(cpus)
+            print(f"{name:30s} {sec:8.3f} {f'{min(secs):.3f}-{max(secs):.3f}':>15s} {n_tokens / sec / 1e6:8.3f} "
+                  f"{n_bytes / sec / 1e6:7.2f} {mb:13.1f} {cpu:7.2f}")
+        t = {k: statistics.median(v[0]) for k, v in results.items()}
         print(f"\ngristmill / raw encode_batch       = {t['raw encode_batch (limit)'] / t['gristmill tokenize']:.2f}x "
               "(target >= 0.9)")
         print(f"gristmill / raw encode_batch_fast  = {t['raw encode_batch_fast'] / t['gristmill tokenize']:.2f}x")
         print(f"gristmill / datatrove              = {t['datatrove DocumentTokenizer'] / t['gristmill tokenize']:.2f}x "
               "(target >= 1.2)")
+        if args.workers:
+            lim = t["raw encode_batch (limit)"]
+            print(f"{wname} / raw encode_batch = {lim / t[wname]:.2f}x (target >= 0.95)")
+            print(f"{wname} / datatrove        = {t['datatrove DocumentTokenizer'] / t[wname]:.2f}x (target >= 1.5)")
+            print(f"{wname} / 1 worker         = {t['gristmill tokenize'] / t[wname]:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

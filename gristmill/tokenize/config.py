@@ -35,6 +35,17 @@ class TokenizeConfig:
     batch_size: int = 1024
     #: token dtype on disk: "auto" = uint16 when the vocabulary fits 65,536 ids, else uint32
     dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    #: encoding tasks run at the same time on this machine (processes of datatrove's local executor);
+    #: 1 = encode in this process. More tasks give more (each task's last shard is short), never other tokens
+    workers: int = 1
+    #: encoding tasks, each a contiguous run of curate's document shards (at most one task per shard);
+    #: 0 = one per worker (local) or one per document shard (ray)
+    tasks: int = 0
+    #: where the encoding tasks run: "local" (this machine, `workers` at a time) or "ray" (datatrove's
+    #: RayPipelineExecutor on the cluster `ray.init()` finds; the output folder must be on storage every node sees)
+    executor: Literal["local", "ray"] = "local"
+    #: Rayon encoding threads per task (and the CPUs a Ray task reserves); 0 = cores // workers locally, 1 on Ray
+    cpus_per_task: int = 0
 
     def __post_init__(self) -> None:
         if self.vocab_size < MIN_VOCAB:
@@ -55,5 +66,11 @@ class TokenizeConfig:
             raise ValueError(f"tokenize.shard_tokens={self.shard_tokens} must be positive, e.g. 50000000")
         if self.batch_size < 1:
             raise ValueError(f"tokenize.batch_size={self.batch_size} must be positive, e.g. 1024")
+        if self.workers < 1:
+            raise ValueError(f"tokenize.workers={self.workers} must be >= 1; e.g. --set tokenize.workers=2")
+        if self.tasks < 0:
+            raise ValueError(f"tokenize.tasks={self.tasks} must be >= 0 (0 = one per worker)")
+        if self.cpus_per_task < 0:
+            raise ValueError(f"tokenize.cpus_per_task={self.cpus_per_task} must be >= 0 (0 = cores // workers)")
         if self.eos_token is not None and not self.eos_token:
             raise ValueError("tokenize.eos_token is empty; leave it unset for the default <|endoftext|>")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import functools
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from gristmill.manifests import (MANIFEST_NAME, Manifest, atomic_write_json, ato
 from gristmill.stages import spec
 from gristmill.tokenize import TokenizeError
 from gristmill.tokenize.config import TokenizeConfig
-from gristmill.tokenize.shards import SPLITS, ShardWriter, read_offsets, shard_files, token_dtype
+from gristmill.tokenize.shards import SPLITS, ShardWriter, read_offsets, shard_files, shard_name, token_dtype
 from gristmill.tokenize.train import EOS, PAD, CHATML_TEMPLATE, import_tokenizer, load_tokenizer, save_folder, \
     train_tokenizer
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 STATE = ".tokenize-state.json"  # resume state; hidden so it never looks like an output
+TASKS_DIR = ".tokenize-tasks"  # encoding tasks' folders (task-NNNNN/) and datatrove's logs, removed at the end
+TASK_DONE = "done.json"  # a finished task's marker in its folder: its shard counts and stats
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -39,7 +42,8 @@ def run_tokenize(config: TokenizeConfig, inputs: dict[str, list[Path]], out_dir:
     inputs: "data" = [a finished curate folder]; optional "tokenizer" = [an HF tokenizer folder, a
     tokenizer.json, or a finished tokenize folder] used instead of training one. Each document is
     stored as its tokens + eos (no BOS). An unfinished run with the same id resumes after the last
-    input shard it finished; `force` starts over.
+    input shard it finished; `force` starts over. With tokenize.workers > 1, tasks > 1 or executor = "ray" the
+    encoding runs as tasks (`_encode_tasks`): the same documents and counts, resumable per task.
     """
     start = begin_stage("tokenize", to_dict(config), inputs, out_dir, expect=spec("tokenize").expect, force=force)
     if start.done:
@@ -62,7 +66,13 @@ def run_tokenize(config: TokenizeConfig, inputs: dict[str, list[Path]], out_dir:
         vocab_size = id_space(tok)
         dtype = token_dtype(vocab_size, config.dtype)
         eos_id = tok.token_to_id(tok_info["eos_token"])
-        _encode(tok, eos_id, dtype, config, doc_files, forced_val, out, state, total=n_docs)
+        if config.executor == "local" and config.workers == 1 and config.tasks <= 1:
+            _encode(tok, eos_id, dtype, config, doc_files, forced_val, out, state, total=n_docs)
+        else:
+            state["stats"] = _encode_tasks(config, m, doc_files, forced_val, eos_id, dtype, out)
+    if state["stats"]["documents"] == 0:
+        raise TokenizeError(f"{curate_dir}: the curate output has no documents; loosen the curate filters or give "
+                            "it more input")
 
     m.outputs, shards = _outputs(out)
     count = {f"{split}_{what}": sum(v[what] for k, v in shards.items() if k.startswith(f"{split}-"))
@@ -92,6 +102,7 @@ def run_tokenize(config: TokenizeConfig, inputs: dict[str, list[Path]], out_dir:
     m.outputs.append(output_record(out, "report.md", "report"))
     write_manifest(out, m)
     (out / STATE).unlink(missing_ok=True)
+    shutil.rmtree(out / TASKS_DIR, ignore_errors=True)  # task markers and datatrove logs: the manifest has it all
     return m
 
 
@@ -234,7 +245,7 @@ def id_space(tok: "Tokenizer") -> int:
 
 
 def _encode(tok, eos_id: int, dtype: np.dtype, config: TokenizeConfig, doc_files: list[Path],
-            forced_val: str | None, out: Path, state: dict, total: int) -> None:
+            forced_val: str | None, out: Path, state: dict, total: int, progress: bool = True) -> None:
     """Encode every input shard not yet done into the split writers; commit the state after each.
 
     encode_batch_fast (no offsets: we only need ids) runs in a worker thread and releases the GIL
@@ -247,7 +258,8 @@ def _encode(tok, eos_id: int, dtype: np.dtype, config: TokenizeConfig, doc_files
 
     writers = {s: ShardWriter(out, s, dtype, config.shard_tokens, state["writers"].get(s)) for s in SPLITS}
     stats = state["stats"]
-    bar = tqdm(total=total or None, initial=stats["documents"], unit="doc", desc="tokenize", disable=None)
+    bar = tqdm(total=total or None, initial=stats["documents"], unit="doc", desc="tokenize",
+               disable=None if progress else True)
 
     eos = np.array([eos_id], dtype=dtype)
 
@@ -288,9 +300,6 @@ def _encode(tok, eos_id: int, dtype: np.dtype, config: TokenizeConfig, doc_files
         for w in writers.values():
             w.release()
         bar.close()
-    if stats["documents"] == 0:
-        raise TokenizeError(f"{doc_files[0].parent}: the curate output has no documents; loosen the curate filters "
-                            "or give it more input")
 
 
 def _batches(it: Iterator, n: int) -> Iterator[list]:
@@ -302,6 +311,118 @@ def _batches(it: Iterator, n: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+# -- encoding as tasks (tokenize.workers / tasks / executor) ----------------------------------------
+
+
+def task_files(doc_files: list[Path], n: int) -> list[list[Path]]:
+    """`n` contiguous, non-empty runs of the input shards (n <= len(doc_files)): task t's documents all come
+    before task t+1's, so the tasks' shards laid end to end hold the documents in input order."""
+    k = len(doc_files)
+    return [doc_files[t * k // n:(t + 1) * k // n] for t in range(n)]
+
+
+def _task_dir(out: Path, rank: int) -> Path:
+    return out / TASKS_DIR / f"task-{rank:05d}"
+
+
+def encode_task(job: dict, data=None, rank: int = 0, world_size: int = 1) -> None:
+    """One encoding task (a datatrove pipeline callable): task `rank`'s input shards into its own train/val
+    shards under .tokenize-tasks/task-NNNNN/, then its marker. A finished task (marker there) returns at once;
+    an unfinished one resumes after its last finished input shard, as the one-process path does."""
+    out = Path(job["out"])
+    folder = _task_dir(out, rank)
+    if (folder / TASK_DONE).is_file():
+        return
+    if job["threads"] and os.getpid() != job["parent_pid"]:  # a pool / Ray process: cores shared with the others
+        os.environ.setdefault("RAYON_NUM_THREADS", str(job["threads"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _load_state(folder, job["id"])
+    if state is None:
+        _clean(folder)
+        state = {"id": job["id"], "inputs_done": 0, "writers": {}, "stats": {"text_bytes": 0, "documents": 0}}
+    tok = load_tokenizer(out / TOKENIZER_DIR)
+    with _parallelism():
+        _encode(tok, job["eos_id"], np.dtype(job["dtype"]), job["config"], [Path(p) for p in job["files"][rank]],
+                job["forced_val"], folder, state, total=0, progress=False)
+    shards = {split: len(shard_files(folder, split)) for split in SPLITS}
+    atomic_write_json(folder / TASK_DONE, {"id": job["id"], "shards": shards, "stats": state["stats"]})
+    (folder / STATE).unlink(missing_ok=True)
+
+
+def _encode_tasks(config: TokenizeConfig, m: Manifest, doc_files: list[Path], forced_val: str | None, eos_id: int,
+                  dtype: np.dtype, out: Path) -> dict:
+    """Encode as tasks on datatrove's local or Ray executor, then merge; returns the summed stats.
+
+    Tasks that left their marker (an earlier, interrupted run of this id) are skipped; the merge renames the
+    tasks' shards in task order to train-NNNNN / val-NNNNN here, so the documents, in order, and every count
+    are those of the one-process run (only the shard boundaries differ).
+    """
+    n = config.tasks or (config.workers if config.executor == "local" else len(doc_files))
+    n = max(1, min(n, len(doc_files)))
+    work = out / TASKS_DIR
+    finished = sum(_done(out, t, m.id) is not None for t in range(n))
+    if finished:
+        m.events.append({"kind": "resume", "detail": f"{finished} of {n} encoding tasks already finished"})
+    threads = config.cpus_per_task or (max(1, (os.cpu_count() or 1) // config.workers)
+                                       if config.executor == "local" else 1)
+    job = {"id": m.id, "out": str(out), "config": config,
+           "files": [[str(p) for p in f] for f in task_files(doc_files, n)], "forced_val": forced_val, "eos_id": eos_id, "dtype": dtype.str, "threads": threads,
+           "parent_pid": os.getpid()}
+    if finished < n:
+        from gristmill.curate.executors import QuietLocalExecutor, quiet_datatrove
+
+        pipeline = [functools.partial(encode_task, job)]
+        if config.executor == "local":
+            ex = QuietLocalExecutor(pipeline, tasks=n, workers=max(1, min(config.workers, n)), logging_dir=str(work),
+                                    skip_completed=False)
+        else:
+            from datatrove.executor.ray import RayPipelineExecutor
+
+            ex = RayPipelineExecutor(pipeline, tasks=n, workers=config.workers if config.workers > 1 else -1,
+                                     logging_dir=str(work), cpus_per_task=threads, skip_completed=False)
+        with quiet_datatrove():
+            ex.run()
+    markers = []
+    for t in range(n):
+        done = _done(out, t, m.id)
+        if done is None:
+            raise TokenizeError(f"{_task_dir(out, t)}: encoding task {t} of {n} did not finish (its log: "
+                                f"{work}/logs/task_{t:05d}.log); run the same command again to resume it")
+        markers.append(done)
+    _merge_tasks(out, markers)
+    return {k: sum(d["stats"][k] for d in markers) for k in ("text_bytes", "documents")}
+
+
+def _done(out: Path, rank: int, run_id: str) -> dict | None:
+    p = _task_dir(out, rank) / TASK_DONE
+    try:
+        done = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return done if isinstance(done, dict) and done.get("id") == run_id else None
+
+
+def _merge_tasks(out: Path, markers: list[dict]) -> None:
+    """Rename every task's shards (.idx, .bin) to their place in the whole: task order, then shard order.
+
+    Idempotent, so a merge cut short is finished by the rerun: a shard already moved is found at its
+    destination. Renames, not copies: the merge costs no token I/O.
+    """
+    for split in SPLITS:
+        g = 0
+        for t, done in enumerate(markers):
+            for i in range(int(done["shards"][split])):
+                for ext in ("idx", "bin"):
+                    src = _task_dir(out, t) / f"{shard_name(split, i)}.{ext}"
+                    dst = out / f"{shard_name(split, g)}.{ext}"
+                    if src.is_file():
+                        os.replace(src, dst)
+                    elif not dst.is_file():
+                        raise TokenizeError(f"{src}: missing, and {dst.name} is not there either; run again with "
+                                            "--force")
+                g += 1
 
 
 @contextmanager
@@ -343,7 +464,8 @@ _OURS = re.compile(r"\.?(train|val)-\d{5,}\.(bin|idx|ends)(\.partial|\..+\.tmp)?
 def _clean(out: Path) -> None:
     """Remove what an earlier (other or forced) tokenize run left here; other files stay."""
     for p in out.iterdir():
-        if not (_OURS.fullmatch(p.name) or p.name in (TOKENIZER_DIR, "report.md", STATE, MANIFEST_NAME)):
+        if not (_OURS.fullmatch(p.name) or p.name in (TOKENIZER_DIR, "report.md", STATE, MANIFEST_NAME, TASKS_DIR,
+                                                      TASK_DONE)):
             continue
         if p.is_dir():
             shutil.rmtree(p)
