@@ -378,6 +378,11 @@ def _encode_tasks(config: TokenizeConfig, m: Manifest, doc_files: list[Path], fo
             ex = QuietLocalExecutor(pipeline, tasks=n, workers=max(1, min(config.workers, n)), logging_dir=str(work),
                                     skip_completed=False)
         else:
+            try:
+                import ray  # noqa: F401  (datatrove's Ray executor needs it; it is an extra, not a dependency)
+            except ImportError:
+                raise TokenizeError("tokenize.executor = \"ray\" needs Ray: pip install 'gristmill[ray]' (or "
+                                    "set tokenize.executor = \"local\")") from None
             from datatrove.executor.ray import RayPipelineExecutor
 
             ex = RayPipelineExecutor(pipeline, tasks=n, workers=config.workers if config.workers > 1 else -1,
