@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from gristmill import __version__
 from gristmill import config as cfg
@@ -161,7 +162,8 @@ def _check_run_folder(out: Path) -> None:
                             "give a new or existing folder")
 
 
-def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
+def _run_recipe(recipe_path: Path, args: argparse.Namespace, after: Callable[[], None] | None = None) -> int:
+    """Plan and run the recipe; `after` runs once every stage finished (the demo's ablation), before the report."""
     _check_run_folder(args.out)
     # Held from the plan to the last stage, so the plan describes a folder no other run is changing.
     # A dry run only reads: it may look at a folder a run is writing.
@@ -178,6 +180,8 @@ def _run_recipe(recipe_path: Path, args: argparse.Namespace) -> int:
         runs.check_devices(steps)
         try:
             runs.execute(steps)
+            if after is not None:
+                after()
         finally:  # a stage that failed is named in the report too
             _write_report(args.out)
     return 0
@@ -233,13 +237,12 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 def _demo_ablation(args: argparse.Namespace) -> None:
     """The curation ablation on the demo's own chain: only the raw-text arm trains (RUN/*-raw), both models
-    are scored on data/reference/heldout.txt, which no stage reads; then the run report again, with it."""
+    are scored on data/reference/heldout.txt, which no stage reads; the run report that follows shows it."""
     from gristmill.ablate import run_ablation
 
     print("[ablation] raw extracted text vs the curated chain, same model and token budget")
     res = run_ablation(DEMO_RECIPE, args.out, overrides=args.set, reference=args.out / "data" / "reference" / "heldout.txt")
     print(f"[ablation] {res['verdict']}")
-    _write_report(args.out)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -255,9 +258,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             _write_demo_data(data, args.pages, args.seed)
         else:
             print(f"demo data already in {data}")
-        rc = _run_recipe(DEMO_RECIPE, args)
-        if rc == 0 and args.until is None and args.start is None and not args.dry_run:
-            _demo_ablation(args)
+        whole = args.until is None and args.start is None  # the ablation needs the whole chain
+        rc = _run_recipe(DEMO_RECIPE, args, after=(lambda: _demo_ablation(args)) if whole else None)
     in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])
     missing = [s.name for s in BUILTIN if s.name not in in_recipe and not is_built(s)]
     if missing:
