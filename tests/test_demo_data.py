@@ -328,6 +328,18 @@ def test_val_tasks_are_disjoint_from_train(demo):
             assert {r["task"] for r in train} == {"arithmetic", "reverse", "fact"}
 
 
+def test_rl_and_preference_prompts_are_not_sft_prompts(demo):
+    """RL prompts and preference pairs ask taught problems in words SFT never used for them."""
+    sft = {_item_key(r["instruction"], r.get("input", "")) for r in _jsonl(demo / "sft" / "train.jsonl")}
+    for name in ("preference", "prompts"):
+        keys = {_item_key(r["prompt"]) for r in _jsonl(demo / name / "train.jsonl")}
+        assert keys and not keys & sft, f"{name}: also SFT prompts: {sorted(keys & sft)[:5]}"
+    problems = {k.rsplit(":", 1)[0] for k in sft if k.startswith("arith:")}
+    rl = [k for k in (_item_key(r["prompt"]) for r in _jsonl(demo / "prompts" / "train.jsonl")) if k.startswith("arith:")]
+    taught = sum(k.rsplit(":", 1)[0] in problems for k in rl)  # SFT draws ~half its pool: most, not all
+    assert rl and taught >= 0.75 * len(rl), (taught, len(rl))
+
+
 def test_check_answer_accepts_chosen_and_rejects_rejected(demo):
     for split in ("train", "val"):
         for r in _jsonl(demo / "preference" / f"{split}.jsonl"):

@@ -15,10 +15,10 @@ Answer format understood by :func:`check_answer` (what the SFT responses teach):
 - fact: the answer appears as a whole word and no other answer of the same relation does.
 
 Responses longer than ``MAX_RESPONSE_CHARS`` are wrong whatever they say.
-Held-out (val) instances never appear in train: reversal words are split by word; arithmetic problems
-and facts are split by phrasing (one phrasing of each held out), so that held-out questions test recall
-of what was taught under words never seen with it; the facts themselves are meant to be learned from
-the web dump.
+Held-out (val) instances never appear in any train file: reversal words are split by word; arithmetic
+problems and facts are split by phrasing (one phrasing of each held out, one kept for the RL prompts and
+preference pairs, three taught by SFT), so that held-out questions test recall of what was taught under
+words never seen with it; the facts themselves are meant to be learned from the web dump.
 """
 
 from __future__ import annotations
@@ -84,29 +84,35 @@ def fact_items() -> list[dict]:
             for f in lx.FACTS for k in range(len(FACT_PROMPTS[f["relation"]]))]
 
 
-def split_items(rng: random.Random) -> tuple[dict, dict]:
-    """{task: train items}, {task: val items}, disjoint by item key.
+def split_items(rng: random.Random) -> dict[str, dict[str, list[dict]]]:
+    """{"sft" | "rl" | "val": {task: items}}, three pools disjoint by item key.
 
-    Reversal words are split by word. Arithmetic problems and facts are split by phrasing: one phrasing
-    of each is held out, so the held-out questions test recall of what SFT taught under words it never
-    saw, not the invention of addition (a 1M-parameter model does not learn that from a few hundred
-    examples, and RL cannot raise an accuracy that sampling never reaches)."""
-    train, val = {}, {}
+    Arithmetic problems and facts are split by phrasing: of each problem's five phrasings one is held out
+    (val), one is kept for the RL prompts and the preference pairs (rl), and SFT is taught the other three.
+    Held-out questions thus test recall of what SFT taught under words it never saw with it, not the
+    invention of addition (a 1M-parameter model does not learn that from a few hundred examples, and RL
+    cannot raise an accuracy that sampling never reaches). The RL stages get questions of that same kind
+    (taught facts, unseen words) that are not the held-out ones: trained on the SFT prompts themselves,
+    which SFT has memorised, RL has nothing to learn that carries over to new words (measured: GRPO with
+    the checker raised train-prompt accuracy 49 % -> 59 % and lowered held-out accuracy 44 % -> 40 %).
+    Reversal words are split three ways by word."""
+    pools: dict[str, dict[str, list[dict]]] = {"sft": {}, "rl": {}, "val": {}}
     items = reverse_items()
     rng.shuffle(items)
-    n_val = max(1, round(len(items) * VAL_FRACTION))
-    val["reverse"], train["reverse"] = items[:n_val], items[n_val:]
+    n = max(1, round(len(items) * VAL_FRACTION))
+    pools["val"]["reverse"], pools["rl"]["reverse"], pools["sft"]["reverse"] = items[:n], items[n:2 * n], items[2 * n:]
     for task, items, problem in (("arithmetic", arithmetic_items(), lambda it: (it["a"], it["op"], it["b"])),
                                  ("fact", fact_items(), lambda it: it["fact"]["id"])):
         by_problem: dict = {}
         for it in items:
             by_problem.setdefault(problem(it), []).append(it)
-        train[task], val[task] = [], []
+        for pool in pools.values():
+            pool[task] = []
         for group in by_problem.values():
-            held = rng.randrange(len(group))
+            held, rl = rng.sample(range(len(group)), 2)
             for it in group:
-                (val if it["phrasing"] == held else train)[task].append(it)
-    return train, val
+                pools["val" if it["phrasing"] == held else "rl" if it["phrasing"] == rl else "sft"][task].append(it)
+    return pools
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +186,11 @@ def preference_pair(item: dict, rng: random.Random) -> tuple[str, str]:
     preferred over a sentence is the shortcut a 1M-parameter reward model learns first); 2 reject a
     well-formed answer to another task's question (else RL answers every question with the form the
     reward model likes best, "12 + 1 = 11." to "What colour is the bellis moth?"); 2 an off-format
-    non-answer."""
+    non-answer. Arithmetic pairs are in the form SFT answers in ("a op b = c.", see sft_record), so the
+    reward model learns to judge the answers the policy gives (134 held-out wrong-answer pairs in that form:
+    49 % ranked right by a reward model trained on the three forms mixed, 62 % by one trained on SFT's form)."""
     forms = _forms(item, item["answer"])
-    form = rng.randrange(len(forms))
+    form = 0 if item["task"] == "arithmetic" else rng.randrange(len(forms))
     u = rng.random()
     if u < 0.6:
         return forms[form], _forms(item, wrong_answer(item, rng))[form]
@@ -305,11 +313,17 @@ def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
 
 
 def sft_record(item: dict, rng: random.Random) -> dict:
-    """An instruction and a good response, with the task and answer so that SFT can check its generations."""
+    """An instruction and a good response, with the task and answer so that SFT can check its generations.
+
+    Arithmetic is always answered as "a op b = c.": restated, the answer follows a context that is the same
+    whatever the question's words, so what SFT teaches under one phrasing carries over to the others. With
+    the three forms mixed, the demo's SFT model answered 22 % of held-out sums right (sampled); restating
+    every time, 77 %."""
     check = {"task": item["task"], "answer": item["answer"]}
     if item["task"] == "reverse" and rng.random() < 0.3:
         return {"instruction": REVERSE_WITH_INPUT, "input": item["word"], "response": good_response(item, rng)} | check
-    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng)} | check
+    form = 0 if item["task"] == "arithmetic" else None
+    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng, form)} | check
 
 
 def preference_record(item: dict, rng: random.Random) -> dict:
@@ -330,16 +344,18 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_task_data(out_dir: Path, pages: int, rng: random.Random) -> dict:
-    """sft/, preference/, prompts/ train and val files; sizes scale with `pages`."""
-    train, val = split_items(rng)
-    sizes = {"sft": (2 * pages, max(20, pages // 4), sft_record),
-             "preference": (pages, max(20, pages // 8), preference_record),
-             "prompts": (max(20, pages // 2), max(20, pages // 8), prompt_record)}
+    """sft/, preference/, prompts/ train and val files; sizes scale with `pages`. SFT trains on the "sft"
+    pool, the preference pairs and RL prompts on the "rl" pool, and every val file is the "val" pool."""
+    pools = split_items(rng)
+    # file: (rows for train, rows for val, record maker, pool of its train split)
+    sizes = {"sft": (2 * pages, max(20, pages // 4), sft_record, "sft"),
+             "preference": (pages, max(20, pages // 4), preference_record, "rl"),
+             "prompts": (2 * pages, max(20, pages // 4), prompt_record, "rl")}
     counts = {}
-    for name, (n_train, n_val, make) in sizes.items():
-        for split, pools, n in (("train", train, n_train), ("val", val, n_val)):
+    for name, (n_train, n_val, make, train_pool) in sizes.items():
+        for split, pool, n in (("train", pools[train_pool], n_train), ("val", pools["val"], n_val)):
             queues: dict = {}
-            rows = [make(_draw(pools, queues, rng), rng) for _ in range(n)]
+            rows = [make(_draw(pool, queues, rng), rng) for _ in range(n)]
             _write_jsonl(out_dir / name / f"{split}.jsonl", rows)
             counts[f"{name}/{split}.jsonl"] = n
     return counts
