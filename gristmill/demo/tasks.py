@@ -144,6 +144,16 @@ def _forms(item: dict, ans: str) -> list[str]:
     return [fact_sentence(item["fact"], ans), ans]
 
 
+def taught_form(item: dict, rng: random.Random) -> int:
+    """Which of `_forms` SFT answers `item` in, and preference pairs compare it in.
+
+    Arithmetic is always "a op b = c.": restated, the answer follows a context that is the same whatever
+    the question's words, so what SFT teaches under one phrasing carries over to the others (with the three
+    forms mixed, the demo's SFT model answered 22 % of held-out sums right, sampled; restating every time,
+    77 %). Other tasks: any form."""
+    return 0 if item["task"] == "arithmetic" else rng.randrange(len(_forms(item, item["answer"])))
+
+
 def good_response(item: dict, rng: random.Random, form: int | None = None) -> str:
     forms = _forms(item, item["answer"])
     return forms[rng.randrange(len(forms)) if form is None else form]
@@ -186,11 +196,11 @@ def preference_pair(item: dict, rng: random.Random) -> tuple[str, str]:
     preferred over a sentence is the shortcut a 1M-parameter reward model learns first); 2 reject a
     well-formed answer to another task's question (else RL answers every question with the form the
     reward model likes best, "12 + 1 = 11." to "What colour is the bellis moth?"); 2 an off-format
-    non-answer. Arithmetic pairs are in the form SFT answers in ("a op b = c.", see sft_record), so the
-    reward model learns to judge the answers the policy gives (134 held-out wrong-answer pairs in that form:
-    49 % ranked right by a reward model trained on the three forms mixed, 62 % by one trained on SFT's form)."""
+    non-answer. Pairs are in the form SFT answers in (`taught_form`), so the reward model learns to judge
+    the answers the policy gives (134 held-out wrong-answer sums in SFT's form: 49 % ranked right by a
+    reward model trained on the three forms mixed, 62 % by one trained on SFT's form)."""
     forms = _forms(item, item["answer"])
-    form = 0 if item["task"] == "arithmetic" else rng.randrange(len(forms))
+    form = taught_form(item, rng)
     u = rng.random()
     if u < 0.6:
         return forms[form], _forms(item, wrong_answer(item, rng))[form]
@@ -313,17 +323,13 @@ def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
 
 
 def sft_record(item: dict, rng: random.Random) -> dict:
-    """An instruction and a good response, with the task and answer so that SFT can check its generations.
-
-    Arithmetic is always answered as "a op b = c.": restated, the answer follows a context that is the same
-    whatever the question's words, so what SFT teaches under one phrasing carries over to the others. With
-    the three forms mixed, the demo's SFT model answered 22 % of held-out sums right (sampled); restating
-    every time, 77 %."""
+    """An instruction and a good response in the taught form, with the task and answer so that SFT can check
+    its generations."""
     check = {"task": item["task"], "answer": item["answer"]}
     if item["task"] == "reverse" and rng.random() < 0.3:
         return {"instruction": REVERSE_WITH_INPUT, "input": item["word"], "response": good_response(item, rng)} | check
-    form = 0 if item["task"] == "arithmetic" else None
-    return {"instruction": render_prompt(item, rng), "response": good_response(item, rng, form)} | check
+    prompt = render_prompt(item, rng)
+    return {"instruction": prompt, "response": good_response(item, rng, taught_form(item, rng))} | check
 
 
 def preference_record(item: dict, rng: random.Random) -> dict:
