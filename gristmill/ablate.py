@@ -51,7 +51,7 @@ RAW_CURATE = {
 }
 RAW_ROLES = ("data", "truth")  # the raw arm's curate inputs: the dump (and its ground truth, read by the report only)
 EXPECT = {"curated": ("pretrain",), "raw": ("pretrain",), "curated_tokens": ("tokenize",),
-          "raw_tokens": ("tokenize",), "reference": (RAW,)}
+          "raw_tokens": ("tokenize",), "reference": (RAW,), "curated_eval": ("eval",), "raw_eval": ("eval",)}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -200,8 +200,21 @@ def derive_recipe(recipe: dict[str, Any], *, recipe_path: Path, run_dir: Path, r
     out[pretrain] = (_with_checkpoints if checkpoints else lambda sec, _: cfg._deep_copy(sec))(
         recipe.get(pretrain, {}), pretrain)
     out[pre_raw] = cfg._deep_copy(out[pretrain])
-    return out, {"curate": curate, "tokenize": tokenize, "pretrain": pretrain, "curate_raw": raw,
-                 "tokenize_raw": tok_raw, "pretrain_raw": pre_raw}, reference
+    names = {"curate": curate, "tokenize": tokenize, "pretrain": pretrain, "curate_raw": raw,
+             "tokenize_raw": tok_raw, "pretrain_raw": pre_raw}
+    # The recipe's eval step of the base model, if it has one, judges both arms on the same tasks
+    ev = next((s for s in stages if _kind(recipe, s) == "eval"
+               and inputs.get(s, {}).get("model") in (f"@{pretrain}", [f"@{pretrain}"])), None)
+    if ev is not None:
+        ev_raw = f"{ev}-raw"
+        out["run"]["stages"] += [ev, ev_raw]
+        uses |= {ev: "eval", ev_raw: "eval"}
+        section = recipe.get(ev, recipe.get("eval", {}))
+        out[ev], out[ev_raw] = cfg._deep_copy(section), cfg._deep_copy(section)
+        out["inputs"][ev] = dict(inputs[ev])
+        out["inputs"][ev_raw] = dict(inputs[ev]) | {"model": f"@{pre_raw}"}
+        names |= {"eval": ev, "eval_raw": ev_raw}
+    return out, names, reference
 
 
 def _with_checkpoints(section: dict[str, Any], name: str) -> dict[str, Any]:
@@ -336,6 +349,8 @@ def run_ablation(recipe_path: Path, out: Path, *, overrides: list[str] = (), ref
     d = {k: base / v for k, v in names.items()}
     inputs = {"curated": [d["pretrain"]], "raw": [d["pretrain_raw"]], "curated_tokens": [d["tokenize"]],
               "raw_tokens": [d["tokenize_raw"]], "reference": [heldout_path]}
+    if "eval" in d:
+        inputs |= {"curated_eval": [d["eval"]], "raw_eval": [d["eval_raw"]]}
     start = begin_stage(STAGE, dataclasses.asdict(config), inputs, work, expect=EXPECT, force=force)
     if start.done is not None:
         log(f"[ablate] skipped: finished (id {start.done.id}); {work / 'ablation.md'}")
@@ -343,11 +358,13 @@ def run_ablation(recipe_path: Path, out: Path, *, overrides: list[str] = (), ref
     m = start.manifest
     results = compare(d, read_reference(heldout_path), config, log=log)
     results["id"] = m.id
+    results["eval"] = {arm: read_manifest(d[k]).metrics.get("tasks", {}) for arm, k in
+                       (("curated", "eval"), ("raw", "eval_raw"))} if "eval" in d else None
     atomic_write_text(work / "results.json", json.dumps(results, indent=2) + "\n")
     plot(results, work / "ablation.png")
     atomic_write_text(work / "ablation.md", report(results))
     m.metrics = {k: results[k] for k in ("verdict", "curated_wins", "final", "tokens_seen", "tokenizer_sha256",
-                                         "contaminated_heldout_documents")}
+                                         "contaminated_heldout_documents", "eval")}
     m.outputs = [output_record(work, "results.json", "metrics", deterministic=True),
                  output_record(work, "ablation.png", "plot", deterministic=True),
                  output_record(work, "ablation.md", "report", deterministic=True)]
@@ -410,6 +427,14 @@ def report(r: dict[str, Any]) -> str:
              "Validation loss (nats/token) of the final models; lower is better.", "",
              "| evaluated on | tokens | curated model | raw model |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {LABELS[k]} | {n[k]:,} | {f['curated'][k]:.4f} | {f['raw'][k]:.4f} |" for k in LABELS if k in n]
+    if r.get("eval"):
+        ev = r["eval"]
+        lines += ["", "Benchmarks (the recipe's eval of its base model, both arms on the same examples; score ± "
+                  "standard error, points):", "", "| task | metric | n | random baseline | curated model | raw model |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        pm = lambda v: f"{100 * v['value']:.1f} ± {100 * (v.get('stderr') or 0):.1f}"  # noqa: E731
+        lines += [f"| {t} | {v['metric']} | {v['n']} | {100 * v['random_baseline']:.1f} | {pm(v)} | "
+                  f"{pm(ev['raw'][t]) if t in ev['raw'] else '—'} |" for t, v in ev["curated"].items()]
     lines += ["", "| arm | documents | train tokens | epochs at the budget | final train loss | "
               "held-out documents found in its text |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {arm} | {a[arm]['documents']:,} | {a[arm]['train_tokens']:,} | {a[arm]['epochs']:.2f} | "

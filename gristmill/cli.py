@@ -21,6 +21,7 @@ from gristmill.stages import BUILTIN, StageNotBuilt, StageSpec, is_built
 EXIT_ERROR, EXIT_USAGE = 1, 2
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECIPE = REPO / "recipes" / "demo.toml"
+BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
 
 
 def registry() -> dict[str, StageSpec]:
@@ -32,6 +33,9 @@ def _add_stage_parser(sub: argparse._SubParsersAction, spec: StageSpec) -> None:
     for role in spec.roles:
         p.add_argument(role.flag, dest=f"role_{role.name}", nargs="+" if role.many else None,
                        required=role.required, metavar="PATH", help=role.help)
+    if spec.name == "eval":  # the one setting every eval command names: a shortcut for --set eval.tasks=[...]
+        p.add_argument("--tasks", metavar="T1,T2,...", help="tasks or groups (core, smollm2, mmlu, chat), or "
+                       "PATH.jsonl:FORMAT for a task file of your own; an unknown name lists the known ones")
     p.add_argument("--out", required=True, type=Path, help="the stage's output folder")
     p.add_argument("--config", type=Path, help=f"a recipe TOML; its [{spec.name}] section configures the stage")
     p.add_argument("--set", action="append", default=[], metavar=f"{spec.name}.KEY=VALUE", help="override a config value")
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(d, out_required=False)
     d.add_argument("--pages", type=int, default=None, help="web pages in the generated dump")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--benchmarks", type=Path, default=BENCHMARKS,
+                   help="the field's benchmark data (CORE's files ...) the eval steps add to the demo's own tasks; "
+                        "default: ../shared/data/benchmarks beside the checkout, when it is there")
     d.set_defaults(func=_cmd_demo)
 
     dd = sub.add_parser("demo-data", help="write the built-in synthetic web dump and task data")
@@ -118,6 +125,12 @@ def _add_run_args(p: argparse.ArgumentParser, *, out_required: bool) -> None:
 def _cmd_stage(args: argparse.Namespace) -> int:
     spec: StageSpec = args.spec
     recipe = cfg.load_toml(args.config) if args.config else {}
+    extra_data: list[Path] = []
+    if getattr(args, "tasks", None):
+        from gristmill.eval.tasks import split_task_files
+
+        names, extra_data = split_task_files(args.tasks.split(","))
+        args.set = [f"eval.tasks={json.dumps(names)}", *args.set]
     recipe = cfg.apply_overrides(recipe, args.set)
     other = sorted(k for k in recipe if k != spec.name and any(s.startswith(f"{k}.") for s in args.set))
     if other:
@@ -130,6 +143,8 @@ def _cmd_stage(args: argparse.Namespace) -> int:
             continue
         paths = [Path(v) for v in (value if isinstance(value, list) else [value])]
         inputs[role.name] = [q for p in paths for q in runs.expand_glob(p)]
+    if extra_data:  # task files named in --tasks are inputs like --data: hashed, recorded, part of the id
+        inputs["data"] = inputs.get("data", []) + [p for p in extra_data if p not in inputs.get("data", [])]
     with folder_lock(args.out, command=f"gristmill {spec.name} --out {args.out}"):  # rank 0 only under torchrun
         m = spec.run_fn()(config, inputs, args.out, force=args.force)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per rank
@@ -245,6 +260,23 @@ def _demo_ablation(args: argparse.Namespace) -> None:
     print(f"[ablation] {res['verdict']}")
 
 
+def _add_benchmarks(args: argparse.Namespace, data: Path) -> None:
+    """The demo's eval steps read data/eval; with the field's benchmark folder at hand they read it too (its
+    files are hashed into each eval's id like any input), else CORE is reported as not given."""
+    bench = args.benchmarks
+    if bench is None or not Path(bench).is_dir():
+        print(f"benchmark data not found ({bench}): the eval steps score the demo's own tasks only; "
+              "give the field's data with --benchmarks DIR")
+        return
+    recipe = runs.load_recipe(DEMO_RECIPE)
+    for step, role in recipe.get("inputs", {}).items():
+        if recipe["run"].get("uses", {}).get(step) == "eval":
+            have = role.get("data", [])
+            have = [have] if isinstance(have, str) else list(have)
+            paths = [p.replace("{run}", str(args.out.absolute())) for p in have] + [str(Path(bench).absolute())]
+            args.set = [*args.set, f"inputs.{step}.data={json.dumps(paths)}"]
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_RECIPE.is_file():
         raise runs.RunError(f"{DEMO_RECIPE}: the demo recipe is missing; `gristmill demo` runs from a checkout")
@@ -258,6 +290,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             _write_demo_data(data, args.pages, args.seed)
         else:
             print(f"demo data already in {data}")
+        _add_benchmarks(args, data)
         whole = args.until is None and args.start is None  # the ablation needs the whole chain
         rc = _run_recipe(DEMO_RECIPE, args, after=(lambda: _demo_ablation(args)) if whole else None)
     in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])

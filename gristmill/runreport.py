@@ -11,12 +11,13 @@ from gristmill.manifests import MANIFEST_NAME, Manifest, ManifestError, read_man
 from gristmill.stages import BUILTIN
 
 REPORT_NAME = "report.md"
-PLOTS_DIR = "report-plots"  # the report's PNGs, beside report.md; no manifest, so never taken for a stage
+PLOTS_DIR = "report-plots"  # the report's PNGs, beside report.md; never taken for a stage
 KIND_ORDER = [s.name for s in BUILTIN]  # pipeline order of the built-in stages: ties in the lineage order
 SAMPLE_PROMPTS = 8  # rows of the sample-generation table
 CELL_CHARS = 80  # an answer longer than this is cut in the table (the stage's samples.jsonl has it whole)
 # A folder without manifest.json is named as an unfinished / failed stage when it is called like a stage, is empty
-# (a stage that failed early), or holds what a stage writes while it runs (input data, e.g. RUN/data, has none).
+# or holds only gristmill's lock (a stage that failed early), or holds what a stage writes while it runs; never the
+# report's own report-plots/, nor a folder a finished stage reads raw input from (RUN/data).
 RUNNING_MARKS = ("checkpoints", "metrics.jsonl", "timings.jsonl", "tasks", "report.md")
 
 
@@ -44,6 +45,7 @@ def find_stages(run_dir: Path) -> tuple[list[Stage], list[Stage]]:
     folder name."""
     done: dict[str, Stage] = {}
     broken: list[Stage] = []
+    pending: list[Path] = []
     for d in sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         mp = d / MANIFEST_NAME
         if mp.is_file():
@@ -51,10 +53,15 @@ def find_stages(run_dir: Path) -> tuple[list[Stage], list[Stage]]:
                 done[d.name] = Stage(d.name, d, read_manifest(mp))
             except ManifestError as e:
                 broken.append(Stage(d.name, d, None, f"manifest.json unreadable: {_rel_error(e, run_dir)}"))
-        elif (d.name in KIND_ORDER or any((d / mark).exists() for mark in RUNNING_MARKS)
-              or all(q.name.startswith(".") for q in d.iterdir())):  # only gristmill's lock / hash cache, if any
+        elif d.name != PLOTS_DIR:  # the report's own folder is never a stage, even while it is empty
+            pending.append(d)
+    data = _raw_input_folders(list(done.values()), run_dir)
+    for d in pending:
+        if d.name in KIND_ORDER or (d.name not in data and (any((d / mark).exists() for mark in RUNNING_MARKS)
+                                                            or all(q.name.startswith(".") for q in d.iterdir()))):
             broken.append(Stage(d.name, d, None, "no manifest.json: unfinished or failed (re-run the recipe to "
                                                  "resume it, or see its log)"))
+    broken.sort(key=lambda s: s.name)
     deps = {n: {up for up in _upstream(s, run_dir) if up in done and up != n} for n, s in done.items()}
     order: list[str] = []
     while len(order) < len(done):
@@ -63,6 +70,20 @@ def find_stages(run_dir: Path) -> tuple[list[Stage], list[Stage]]:
             free = [n for n in done if n not in order]
         order.append(min(free, key=lambda n: (_kind_rank(done[n].kind), done[n].manifest.created, n)))
     return [done[n] for n in order], broken
+
+
+def _raw_input_folders(stages: list[Stage], run_dir: Path) -> set[str]:
+    """Folder names under run_dir that hold a raw input of a finished stage (RUN/data): data, not stages, whatever
+    else they hold (a `tasks/` or `report.md` of the user's)."""
+    top = run_dir.resolve()
+    out = set()
+    for s in stages:
+        for rec in s.manifest.inputs:
+            if rec.stage is None:
+                rel = resolve_input_path(s.path, rec).resolve()
+                if rel != top and rel.is_relative_to(top):
+                    out.add(rel.relative_to(top).parts[0])
+    return out
 
 
 def _rel_error(e: Exception, run_dir: Path) -> str:
@@ -572,6 +593,11 @@ def sec_ablation(c: Ctx) -> list[str]:
         rows = [[what, *(num((final.get(a) or {}).get(key)) for a in arms)]
                 for key, what in (("reference", "held-out clean reference"), ("curated_val", "curated val split"),
                                   ("raw_val", "raw val split"))]
+        ev = mt.get("eval") or {}
+        for t, v in (ev.get("curated") or {}).items():  # the recipe's base-model benchmarks on both arms
+            raw = (ev.get("raw") or {}).get(t)
+            pm = lambda x: f"{100 * x['value']:.1f} ± {100 * (x.get('stderr') or 0):.1f} %" if x else "—"  # noqa: E731
+            rows.append([f"{t} ({v['metric']}, n={v['n']}, random {100 * v['random_baseline']:.1f} %)", pm(v), pm(raw)])
         plots = [o.path for o in s.manifest.outputs_of("plot")]
         lines += ["## Curation ablation", "", f"**{mt.get('verdict', 'no verdict recorded')}.**", "",
                   "The same model config, seed and token budget trained on the raw extracted text of the dump and on "
@@ -581,12 +607,59 @@ def sec_ablation(c: Ctx) -> list[str]:
     return lines
 
 
+def sec_eval(c: Ctx) -> list[str]:
+    """Every evaluated model × every task: the eval stages' headline scores with their standard errors, the random
+    baseline beside each task, CORE when it was run; a plot of the same."""
+    evals = c.of("eval")
+    if not evals:
+        return ["## Benchmarks", ""] + _missing("eval", "benchmark scores")
+    tasks: list[str] = []
+    for s in evals:
+        tasks += [t for t in s.metrics.get("tasks", {}) if t not in tasks]
+    lines = ["## Benchmarks", "",
+             "Each model scored by an eval stage on the same examples (the limit, shots and seed are in its manifest): "
+             "score ± standard error in points; the random baseline is what guessing gets. CORE is the mean of the "
+             "CORE tasks' centred scores (0 = chance, 1 = perfect) over the tasks whose files were given.", ""]
+    base = {t: next(s.metrics["tasks"][t] for s in evals if t in s.metrics.get("tasks", {})) for t in tasks}
+    rows = [["random baseline", *[f"{100 * base[t]['random_baseline']:.1f}" for t in tasks], "0"]]
+    for s in evals:
+        mt = s.metrics.get("tasks", {})
+        model = s.metrics.get("model", s.name)
+        core = s.metrics.get("core")
+        rows.append([f"`{s.name}` ({cell(model, 60)})"]
+                    + [(f"{100 * mt[t]['value']:.1f} ± {100 * (mt[t].get('stderr') or 0):.1f}" if t in mt else "—")
+                       for t in tasks]
+                    + [f"{core['value']:.3f} ({core['tasks']}/{core['of']})" if core else "—"])
+    lines += table(["model", *[f"{t} ({base[t]['metric']}, n={base[t]['n']})" for t in tasks], "CORE"], rows)
+    _plot_eval(evals, tasks, c.png("benchmarks.png"))
+    return lines + [c.img("benchmarks.png", "benchmark scores of every model"), ""]
+
+
+def _plot_eval(evals: list[Stage], tasks: list[str], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(tasks) + 2), 3.8))
+    width = 0.8 / len(evals)
+    for k, s in enumerate(evals):
+        mt = s.metrics.get("tasks", {})
+        xs = [i + k * width for i, t in enumerate(tasks) if t in mt]
+        ax.bar(xs, [100 * mt[t]["value"] for t in tasks if t in mt], width,
+               yerr=[196 * (mt[t].get("stderr") or 0) for t in tasks if t in mt], capsize=2, label=s.name)
+    for i, t in enumerate(tasks):
+        b = next(s.metrics["tasks"][t]["random_baseline"] for s in evals if t in s.metrics.get("tasks", {}))
+        ax.hlines(100 * b, i - 0.1, i + 0.9, colors="k", linestyles="dotted")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("score (%), 95 % interval; dotted: random")
+    ax.legend(fontsize=7, ncol=min(len(evals), 5))
+    _save(fig, path)
+
+
 SECTIONS: list[tuple[str, Callable[[Ctx], list[str]]]] = [
     ("Curation", sec_curate), ("Tokens", sec_tokenize), ("Pretraining", sec_pretrain),
     ("Curation ablation", sec_ablation),
     ("Supervised fine-tuning", sec_sft), ("Reward model", sec_reward),
     ("Preference optimisation (DPO family)", sec_dpo), ("Reinforcement learning (PPO / GRPO / RLOO)", sec_rl),
-    ("Aligned models against SFT", sec_versus_sft), ("Sample generations", sec_samples), ("Lineage", sec_lineage),
+    ("Aligned models against SFT", sec_versus_sft), ("Benchmarks", sec_eval), ("Sample generations", sec_samples),
+    ("Lineage", sec_lineage),
 ]
 
 

@@ -13,7 +13,8 @@ A recipe is TOML:
     languages = ["en"]
 
 A stage may run twice under two names: `[run] uses = { grpo = "ppo" }` makes the step `grpo` a ppo
-stage with its own [grpo] section, inputs and folder.
+stage with its own [grpo] section, inputs and folder. A step without a section of its own takes the section of
+the stage it uses (`eval-sft = "eval"` reads [eval]), so five eval steps share one.
 
 Relative raw paths are read from the recipe's folder; `{run}` is the run folder and `{recipe}`
 the recipe's folder. Each stage runs in RUN_DIR/<stage>/. A stage's id is derived from its
@@ -142,7 +143,7 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
         if not is_built(spec):
             step.action, step.reason = "not-built", "not built yet in this version of gristmill"
             continue
-        section = recipe.get(name, {})
+        section = recipe.get(name, recipe.get(uses[name], {}) if name in uses else {})
         step.config = cfg.build(spec.config_cls(), section, section=name)
         step.config_dict = cfg.to_dict(step.config)
         raw_inputs = recipe.get("inputs", {}).get(name, {})

@@ -156,6 +156,16 @@ BUILTIN: tuple[StageSpec, ...] = (
                Role("reward", "--reward", accepts=("reward",), required=False,
                     help="the reward model folder (ppo.reward=model); it also judges the before / after")),
         config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo", issue=10),
+    StageSpec(
+        name="eval", help="a model + benchmark task files -> scores (CORE, MMLU, HellaSwag, ARC, PIQA, GSM8K, IFEval ...)",
+        roles=(Role("model", "--model", accepts=("pretrain", "sft", "dpo", "ppo", RAW),
+                    help="the model: a pretrain / sft / dpo / ppo folder or a local Hugging Face causal LM folder"),
+               Role("data", "--data", accepts=(RAW,), many=True, required=False,
+                    help="benchmark data: a folder laid out like ../shared/data/benchmarks and/or task files "
+                         "(JSONL) of your own, named in --tasks as FILE:FORMAT"),
+               Role("reward", "--reward", accepts=("reward", RAW), required=False,
+                    help="a reward model folder: judges alpaca_eval's answers against its reference answers")),
+        config="gristmill.eval.config:EvalConfig", run="gristmill.eval.run:run_eval", issue=21),
 )
 
 

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "gristmill"
-ORDER = ["curate", "tokenize", "pretrain", "align"]  # a stage may import earlier ones only
+ORDER = ["curate", "tokenize", "pretrain", "align", "eval"]  # a stage may import earlier ones only
 INFRA = {"manifests", "config", "errors", "stages", "runs", "__init__"}
 KNOWN = set(ORDER) | INFRA | {"cli", "__main__", "demo"}
 

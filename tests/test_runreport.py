@@ -1,4 +1,4 @@
-"""The run report: sections, figures from the manifests, plots, links, samples joined by prompt, byte-identical when regenerated or moved, missing stages named."""
+"""The run report: sections, figures from the manifests, plots, links, samples joined by prompt, byte-identical when regenerated or moved, missing stages named, its own and data folders not."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from gristmill.manifests import check_input, new_manifest, output_record, write_manifest
-from gristmill.runreport import PLOTS_DIR, write_run_report
+from gristmill.runreport import PLOTS_DIR, find_stages, write_run_report
 
 SECTIONS = ["## Stages", "## Curation", "## Tokens", "## Pretraining", "## Supervised fine-tuning", "## Reward model",
             "## Preference optimisation (DPO family)", "## Reinforcement learning (PPO / GRPO / RLOO)",
-            "## Aligned models against SFT", "## Sample generations", "## Lineage"]
+            "## Aligned models against SFT", "## Benchmarks", "## Sample generations", "## Lineage"]
 Q = "What is 2 + 2?"  # the prompt every align stage answered
 
 
@@ -95,6 +95,14 @@ def fake_run(run: Path) -> Path:
                        "judged_prompts": 20, "win_rate": 0.8 if name == "ppo" else 0.35, "answers_checked": 1,
                        "answer_accuracy_before": 1.0, "answer_accuracy": 1.0 if name == "ppo" else 0.0,
                        "sampled_accuracy_before": 0.5, "sampled_accuracy": 0.625})
+    for name, model, minute, acc in (("eval-base", pre, 9, 0.25), ("eval-sft", sft, 10, 0.5)):
+        tasks = {"core.copa": {"metric": "acc_mean", "value": acc + 0.1, "stderr": 0.05, "n": 100,
+                               "random_baseline": 0.5, "centered": 2 * (acc + 0.1) - 1},
+                 "answers.jsonl:generative": {"metric": "exact_match", "value": acc, "stderr": 0.04, "n": 100,
+                                              "random_baseline": 0.0, "centered": acc}}
+        core = {"value": 2 * (acc + 0.1) - 1, "stderr": 0.1, "tasks": 1, "of": 22}
+        stage(run, name, "eval", minute, inputs={"model": model}, files={"report.md": report(name)},
+              metrics={"model": f"{model.name} (x)", "tasks": tasks, "core": core})
     (run / "sft-2" / "checkpoints").mkdir(parents=True)  # a stage that stopped before its manifest
     return run
 
@@ -125,7 +133,8 @@ def test_report_has_every_section_and_the_manifests_figures(built):
     assert "could not be composed" not in text and "No finished" not in text
     # stages in lineage order; ppo finished before grpo, so it comes first although its name sorts after
     order = re.findall(r"^\| `([\w-]+)` \| ", text.split("## Curation")[0], re.M)
-    assert order == ["curate", "tokenize", "pretrain", "sft", "reward", "dpo", "ppo", "grpo", "sft-2"]
+    assert order == ["curate", "tokenize", "pretrain", "sft", "reward", "dpo", "ppo", "grpo", "eval-base", "eval-sft",
+                     "sft-2"]
     assert "unfinished or failed" in cells(text, "`sft-2`")[4]
     assert "Records read **10**, kept **4** (40.0 %), dropped **6**" in text
     assert cells(text, "language") == ["language", "3", "50.0 %"]  # the top drop reason, 3 of 6
@@ -138,6 +147,10 @@ def test_report_has_every_section_and_the_manifests_figures(built):
     assert cells(text, "`ppo` (ppo)")[1:3] == ["20", "80.0 %"]
     assert cells(text, "`grpo` (ppo)")[2] == "35.0 %" and cells(text, "`grpo` (ppo)")[6] == "100.0 % → 0.0 % (1)"
     assert cells(text, "`dpo` (dpo)")[2] == "92.5 %"
+    # models x tasks: score ± stderr (points), the random baseline row, CORE with its task count
+    assert cells(text, "random baseline", "## Benchmarks") == ["random baseline", "50.0", "0.0", "0"]
+    assert cells(text, "`eval-sft` (sft (x))", "## Benchmarks") == ["`eval-sft` (sft (x))", "60.0 ± 5.0", "50.0 ± 4.0",
+                                                                    "0.200 (1/22)"]
 
 
 def test_samples_are_joined_by_prompt_base_sft_then_each_aligned_model(built):
@@ -153,14 +166,15 @@ def test_plots_exist_and_every_link_resolves(built):
     run, text = built
     links = re.findall(r"\]\(([^)]+)\)", text)
     pngs = [ln for ln in links if ln.endswith(".png")]
-    assert sorted(Path(p).name for p in pngs) == ["curate-funnel.png", "dpo-preferences.png",
+    assert sorted(Path(p).name for p in pngs) == ["benchmarks.png", "curate-funnel.png", "dpo-preferences.png",
                                                   "pretrain-training.png", "rl.png", "sft-training.png"]
     for link in links:
         assert (run / link).is_file(), link
     for p in pngs:
         assert (run / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {ln for ln in links if ln.endswith("report.md")} == {
-        f"{s}/report.md" for s in ("curate", "tokenize", "pretrain", "sft", "reward", "dpo", "ppo", "grpo")}
+        f"{s}/report.md" for s in ("curate", "tokenize", "pretrain", "sft", "reward", "dpo", "ppo", "grpo", "eval-base",
+                                   "eval-sft")}
     assert sorted(p.name for p in (run / PLOTS_DIR).iterdir()) == sorted(Path(p).name for p in pngs)
 
 
@@ -188,6 +202,48 @@ def test_a_missing_or_changed_stage_is_named_not_a_crash(built, tmp_path):
     assert "manifest.json unreadable" in cells(text, "`ppo`")[4] and str(tmp_path) not in text
     assert "**(missing now)**" in text
     assert not (run / PLOTS_DIR / "dpo-preferences.png").exists()  # a plot of a stage that is gone goes too
+
+
+def stage_rows(report: str) -> list[str]:
+    """The folder column of the report's Stages table."""
+    return re.findall(r"^\| `([\w.-]+)` \| ", report.split("## Stages", 1)[1].split("\n## ", 1)[0], re.M)
+
+
+def test_the_reports_own_folder_and_input_data_are_not_stages(built, tmp_path):
+    # A run whose stages draw no plot: the second report finds its own report-plots/ empty (empty folders are
+    # how a stage that failed early looks) and must not list it.
+    run = tmp_path / "tok-only"
+    stage(run, "tokenize", "tokenize", 1, metrics={"vocab_size": 512})
+    write_run_report(run)
+    assert (run / PLOTS_DIR).is_dir() and not any((run / PLOTS_DIR).iterdir())
+    assert stage_rows(write_run_report(run).read_text()) == ["tokenize"]
+    assert find_stages(run)[1] == []
+    # The run's input data holds what a running stage would (a tasks/ folder, a report.md of the user's): a
+    # finished stage reads raw input from it, so it is data, not an unfinished stage. Folders that look like
+    # stages are still named.
+    run = copy_of(built, tmp_path / "run")
+    (run / "data" / "tasks").mkdir()
+    (run / "data" / "report.md").write_text("# where this data came from\n")
+    for p in (run / PLOTS_DIR).iterdir():
+        p.unlink()
+    stages, broken = find_stages(run)
+    assert [s.name for s in broken] == ["sft-2"] and "data" not in [s.name for s in stages]
+    (run / "tokenize" / "manifest.json").unlink()  # a stage's folder never hides behind a raw input
+    (run / "notes").mkdir()  # an empty folder: a stage that failed before writing anything
+    assert [s.name for s in find_stages(run)[1]] == ["notes", "sft-2", "tokenize"]
+    rows = stage_rows(write_run_report(run).read_text())
+    assert PLOTS_DIR not in rows and "data" not in rows and rows[-3:] == ["notes", "sft-2", "tokenize"]
+
+
+def test_stage_reports_print_paths_normalised(tmp_path):
+    from gristmill.manifests.inputs import report_path
+
+    run = tmp_path / "run"
+    (run / "sft").mkdir(parents=True)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    assert report_path(run / "sft" / ".." / "pretrain" / "model", run / "sft") == "../pretrain/model"
+    assert report_path(run / "data" / "." / "x.jsonl", run / "sft") == "../data/x.jsonl"
+    assert report_path(tmp_path / "recipes" / ".." / "models" / "base", run / "sft") == str(tmp_path / "models" / "base")
 
 
 def test_cli_report_command(built, tmp_path, capsys):

@@ -214,6 +214,15 @@ def test_a_stage_runs_twice_under_two_names(recipe, tmp_path):
     assert _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip", "beta2": "skip"}  # ids agree
 
 
+def test_a_step_without_its_own_section_takes_the_section_of_the_stage_it_uses(recipe, tmp_path):
+    recipe["run"] |= {"stages": ["alpha", "beta2", "beta3"], "uses": {"beta2": "beta", "beta3": "beta"}}
+    recipe["inputs"] |= {"beta2": {"data": "@alpha"}, "beta3": {"data": "@alpha"}}
+    recipe["beta"] = {"suffix": "?"}  # no beta step: [beta] is the shared section
+    recipe["beta3"] = {"suffix": "#"}  # its own section wins
+    steps = _plan(recipe, tmp_path)
+    assert [s.config.suffix for s in steps[1:]] == ["?", "#"]
+
+
 def test_pretrain_takes_a_mixture_of_two_tokenize_steps(tmp_path):
     """The recipe form of a data mixture: a second curate and tokenize (with the first one's tokenizer) under
     other names, and pretrain's data a list of both."""

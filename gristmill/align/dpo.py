@@ -319,6 +319,8 @@ def plot_preferences(rows: list[dict[str, Any]], path: Path, *, title: str) -> N
 
 
 def _report(m: Manifest, base: Path) -> str:
+    from gristmill.align.judge import win_rate_text
+
     mt, c = m.metrics, m.config
     kto = mt["loss"] == "kto"
     n_train = mt.get("examples_train" if kto else "pairs_train")
@@ -349,9 +351,7 @@ def _report(m: Manifest, base: Path) -> str:
             f"| mean reward | {_fmt(mt['reward_before'])} | {_fmt(mt['reward_after'])} |",
             f"| mean answer length (tokens) | {_fmt(mt['answer_tokens_before'], '.1f')} | "
             f"{_fmt(mt['answer_tokens_after'], '.1f')} |", "",
-            f"Win rate over the SFT model: **{_pct(mt['win_rate'])}** (ties count half); on the "
-            f"{mt['prompts_not_longer']} prompts where the new answer is not longer: {_pct(mt['win_rate_not_longer'])}. "
-            "A win rate that holds only among longer answers was bought with length.", ""]
+            win_rate_text(mt) + " A win rate that holds only among longer answers was bought with length.", ""]
     if mt.get("answers_checked"):
         lines += [f"Exact-answer accuracy on {mt['answers_checked']} checkable held-out prompts: "
                   f"{_pct(mt['answer_accuracy_before'])} (SFT) -> {_pct(mt['answer_accuracy'])}.", ""]

@@ -465,6 +465,8 @@ def _plot(rows: list[dict[str, Any]], path: Path, *, title: str) -> None:
 
 
 def _report(m: Manifest, base: Path) -> str:
+    from gristmill.align.judge import win_rate_text
+
     mt, c = m.metrics, m.config
     first, last = mt["first"], mt["last"]
     value_txt = {"reward": "the reward model with its own LoRA adapters and score head (the reward is read with them off)",
@@ -494,8 +496,7 @@ def _report(m: Manifest, base: Path) -> str:
             f"| mean reward | {_fmt(mt['reward_before'])} | {_fmt(mt['reward_after'])} |",
             f"| mean answer length (tokens) | {_fmt(mt['answer_tokens_before'], '.1f')} | "
             f"{_fmt(mt['answer_tokens_after'], '.1f')} |", "",
-            f"Win rate over the SFT model: **{_pct(mt['win_rate'])}** (ties count half); on the "
-            f"{mt['prompts_not_longer']} prompts where the new answer is not longer: {_pct(mt['win_rate_not_longer'])}.", ""]
+            win_rate_text(mt), ""]
     if mt.get("answers_checked"):
         lines += [f"Exact-answer accuracy on {mt['answers_checked']} checkable held-out prompts: greedy "
                   f"{_pct(mt['answer_accuracy_before'])} (SFT) -> **{_pct(mt['answer_accuracy'])}**"]

@@ -10,6 +10,7 @@ from gristmill.align import AlignError, fmt as _fmt, pct as _pct
 from gristmill.align.config import RewardConfig
 from gristmill.align.data import PreferencePair, Skipped, load_preferences
 from gristmill.manifests import Manifest, read_manifest
+from gristmill.manifests.inputs import report_path
 
 
 def run_reward(config: RewardConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
@@ -231,13 +232,13 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
             "shared_prefix_fraction": sum(shared_prefix([p.chosen, p.rejected]) for p in enc_train)
             / max(1, sum(len(p.chosen) + len(p.rejected) for p in enc_train)),
         }
-        finish(out, m, files, _report(m, s.model_dir), st.events)
+        finish(out, m, files, _report(m, report_path(s.model_dir, out)), st.events)
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)
 
 
-def _report(m: Manifest, base: Path) -> str:
+def _report(m: Manifest, base: str) -> str:
     mt = m.metrics
     lines = [
         f"# reward {m.id}", "",

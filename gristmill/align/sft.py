@@ -10,6 +10,7 @@ from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
 from gristmill.align.config import SFTConfig
 from gristmill.align.data import SFTExample, Skipped, load_sft
 from gristmill.manifests import Manifest, read_manifest
+from gristmill.manifests.inputs import report_path
 
 
 def run_sft(config: SFTConfig, inputs: dict[str, list[Path]], out_dir: Path, *, force: bool = False,
@@ -206,13 +207,13 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         extra = [k for k, ex in enumerate(shown) if not any(ex is c for c in checkable)]
         answered = sample_rows(checkable + [shown[k] for k in extra], answers_before + [samples_before[k] for k in extra],
                                answers_after + [samples_after[k] for k in extra])
-        finish(out, m, files, _report(m, s.model_dir), st.events, samples=answered)
+        finish(out, m, files, _report(m, report_path(s.model_dir, out)), st.events, samples=answered)
 
     parallel.on_main(par, write_outputs)
     return read_manifest(out)
 
 
-def _report(m: Manifest, base: Path) -> str:
+def _report(m: Manifest, base: str) -> str:
     mt, c = m.metrics, m.config
     lines = [
         f"# sft {m.id}", "",

@@ -18,7 +18,7 @@ from gristmill.stages import spec
 class AlignStart:
     manifest: Manifest | None  # the new manifest to fill (None when `done`)
     done: Manifest | None  # this exact stage already finished: skip
-    model_dir: Path  # the input's Hugging Face folder
+    model_dir: Path  # the input's Hugging Face folder (resolved)
     tokenizer: Any
     template: dict  # describe_tokenizer() of that tokenizer, recorded in the manifest
 
@@ -31,7 +31,9 @@ def start(stage: str, config: Any, inputs: dict[str, list[Path]], out: Path, *, 
         return begin_stage(stage, to_dict(config), inputs, out, expect=spec(stage).expect, force=force,
                            device=par.device.type, world_size=par.world_size)
     st = parallel.on_main(par, begin) or begin()
-    src = model_dir(inputs["model"][0])
+    # resolved: the same folder, named without the `recipes/../runs/x` a recipe-relative input leaves, so every
+    # report that prints it prints it normalised
+    src = model_dir(inputs["model"][0]).resolve()
     if st.done:
         return AlignStart(None, st.done, src, None, {})
     parallel.on_main(par, lambda: discard_other_runs(out, st.manifest.id, force=force))

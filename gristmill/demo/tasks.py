@@ -342,6 +342,23 @@ def prompt_record(item: dict, rng: random.Random) -> dict:
     return {"prompt": render_prompt(item, rng), "task": item["task"], "answer": item["answer"]}
 
 
+def choice_record(item: dict, rng: random.Random) -> dict:
+    """A held-out problem as multiple choice for the eval stage (CORE's ICL format): the right answer and three
+    plausible wrong ones, each in the taught form ("7 + 5 = 12.", the fact sentence), so a base model that read the
+    dump's facts but was never taught to answer can still be scored by the log-likelihood it gives each."""
+    wrong: list[str] = []
+    for _ in range(50):
+        w = wrong_answer(item, rng)
+        if w not in wrong and w != item["answer"]:
+            wrong.append(w)
+        if len(wrong) == 3:
+            break
+    answers = [item["answer"], *wrong]
+    rng.shuffle(answers)
+    return {"query": f"Question: {render_prompt(item, rng)}\nAnswer:", "choices": [_forms(item, a)[0] for a in answers],
+            "gold": answers.index(item["answer"]), "task": item["task"]}
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -364,4 +381,12 @@ def write_task_data(out_dir: Path, pages: int, rng: random.Random) -> dict:
             rows = [make(_draw(pool, queues, rng), rng) for _ in range(n)]
             _write_jsonl(out_dir / name / f"{split}.jsonl", rows)
             counts[f"{name}/{split}.jsonl"] = n
+    # The eval stage's own tasks (drawn last, so the files above do not change): the held-out prompts answered
+    # and checked, and the same pool as multiple choice; CORE's format, so any model can be scored on them
+    n_eval = max(20, pages // 4)
+    for name, make in (("answers", prompt_record), ("choices", choice_record)):
+        queues = {}
+        _write_jsonl(out_dir / "eval" / f"{name}.jsonl", [make(_draw(pools["val"], queues, rng), rng)
+                                                          for _ in range(n_eval)])
+        counts[f"eval/{name}.jsonl"] = n_eval
     return counts

@@ -18,6 +18,15 @@ def _display_path(path: Path, relative_to: Path | None) -> str:
         return str(path.resolve())
 
 
+def report_path(path: str | Path, stage_dir: str | Path) -> str:
+    """A path as a stage's report prints it: relative to the stage folder while it lies inside the run (the stage
+    folder's parent: `../pretrain/model`), else absolute; always normalised (no `a/b/../c`, no `./`)."""
+    target, here = Path(path).resolve(), Path(stage_dir).resolve()
+    if target == here.parent or target.is_relative_to(here.parent):
+        return os.path.relpath(target, here)
+    return str(target)
+
+
 def check_input(path: str | Path, expected_stage: str | tuple[str, ...] | None = None, *, role: str = "data",
                 relative_to: str | Path | None = None, verify_outputs: bool = True,
                 cache: HashCache | None = None) -> InputRecord:

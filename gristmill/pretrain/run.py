@@ -31,6 +31,7 @@ def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir:
 def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool,
          hooks: Any, par: Any) -> Manifest:
     from gristmill.manifests.card import write_model_card
+    from gristmill.manifests.inputs import report_path
     from gristmill.pretrain import parallel
     from gristmill.pretrain.checkpoint import discard_other_runs
     from gristmill.pretrain.data import TokenWindows, TrainBatches, val_batches
@@ -140,7 +141,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
             "global_batch_windows": data.global_batch,
             "global_batch_tokens": data.global_batch * config.seq_len,
             "train_windows": windows.num_windows,
-            "sources": _source_metrics(data_dirs, sources, weights, data, st.cursor, st.events, config.seq_len),
+            "sources": _source_metrics([report_path(d, out) for d in data_dirs], sources, weights, data, st.cursor,
+                                       st.events, config.seq_len),
             "val_tokens_evaluated": sum(b.shape[0] * (b.shape[1] - 1) for b in val) * par.world_size,
             "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
             "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
@@ -159,7 +161,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
                                                                     par.device.type == "cuda")) else "float32",
         }
         m.events = st.events
-        atomic_write_text(out / "report.md", _report(m, tok_manifest, data_dir, describe(model), rows))
+        atomic_write_text(out / "report.md",
+                          _report(m, tok_manifest, report_path(data_dir, out), describe(model), rows))
         card = write_model_card(out, m)  # model/README.md, from m's config, inputs and metrics
         m.outputs = ([output_record(out, Path("model") / f, "model", deterministic=True) for f in files]
                      + [output_record(out, card, "card", deterministic=True)]
@@ -173,9 +176,10 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     return read_manifest(out)
 
 
-def _source_metrics(dirs: list[Path], sources: list[Any], weights: list[float], data: Any, cursor: int,
+def _source_metrics(dirs: list[str], sources: list[Any], weights: list[float], data: Any, cursor: int,
                     events: list[dict], seq_len: int) -> list[dict[str, Any]]:
-    """Per source: its share, windows trained on (drawn up to the cursor, less those rollbacks skipped), epochs."""
+    """Per source (`dirs`: its folder as report_path() prints it): its share, windows trained on (drawn up to the
+    cursor, less those rollbacks skipped), epochs."""
     seen = np.asarray(data.seen(cursor))
     for e in events:
         if e["action"] == "rollback":
@@ -200,7 +204,7 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def _report(m: Manifest, tok: Manifest, data_dir: Path, model_desc: str, rows: list[dict[str, Any]]) -> str:
+def _report(m: Manifest, tok: Manifest, data_dir: str, model_desc: str, rows: list[dict[str, Any]]) -> str:
     mt, c, o = m.metrics, m.config, m.config["optim"]
     lines = [
         f"# pretrain {m.id}", "",
