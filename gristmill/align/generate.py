@@ -8,6 +8,17 @@ import torch
 from gristmill.align.chat import encode_prompt, pad_id, stop_ids
 
 
+def left_pad(encoded: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), each (B, T): prompts right-aligned so every row's next token sits at column T."""
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for r, e in enumerate(encoded):
+        ids[r, width - len(e):] = torch.tensor(e, dtype=torch.long)
+        mask[r, width - len(e):] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], *, max_new_tokens: int, max_length: int,
              device: torch.device, batch_size: int = 16, sample_seed: int | None = None) -> list[str]:
@@ -23,13 +34,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[dict]], *, max_new_t
     stop = stop_ids(tokenizer)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p, max_length=max_length) for p in prompts[i:i + batch_size]]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for r, e in enumerate(encoded):
-            ids[r, width - len(e):] = torch.tensor(e)
-            mask[r, width - len(e):] = 1
+        ids, mask = left_pad([encode_prompt(tokenizer, p, max_length=max_length) for p in prompts[i:i + batch_size]],
+                             pad)
+        width = ids.shape[1]
         sampling = {"do_sample": False} if sample_seed is None else {"do_sample": True, "temperature": 1.0,
                                                                      "top_p": 1.0, "top_k": 0}
         with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from gristmill.align.generate import left_pad
 from gristmill.eval import EvalError
 from gristmill.eval.prompts import STOPS, Item, fewshot, generation_prompt, gsm8k_extract, order
 from gristmill.eval.tasks import Task
@@ -21,13 +22,9 @@ def generate_text(model: Any, tok: Any, prompts: list[str], *, max_new_tokens: i
     keep = max(max_length - max_new_tokens, 1)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        enc = [tok(p, add_special_tokens=False)["input_ids"][-keep:] for p in prompts[i:i + batch_size]]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for r, e in enumerate(enc):
-            ids[r, width - len(e):] = torch.tensor(e)
-            mask[r, width - len(e):] = 1
+        ids, mask = left_pad([tok(p, add_special_tokens=False)["input_ids"][-keep:] for p in prompts[i:i + batch_size]],
+                             pad)
+        width = ids.shape[1]
         kw = {"stop_strings": list(stops), "tokenizer": tok} if stops else {}
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tok.eos_token_id, **kw)

@@ -83,13 +83,13 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 def truncate_left(c: Candidate, max_length: int) -> tuple[Candidate, bool]:
-    """A sequence longer than the window loses tokens from its left (the start of the context); the span stays."""
+    """A sequence longer than the window loses tokens from its left: the start of the context, and when the
+    continuation alone does not fit, its own first tokens too (lm-evaluation-harness keeps the last
+    max_length + 1 tokens the same way); the first token kept is never scored, it has nothing before it."""
     cut = len(c.ids) - max_length
     if cut <= 0:
         return c, False
-    if cut >= c.start:
-        raise ValueError(f"the continuation alone ({len(c.ids) - c.start} tokens) exceeds max_length={max_length}")
-    return Candidate(c.ids[cut:], c.start - cut), True
+    return Candidate(c.ids[cut:], max(c.start - cut, 1)), True
 
 
 @torch.no_grad()

@@ -116,15 +116,9 @@ def _loglik_task(model: Any, tok: Any, task: Task, items: list[Item], chosen: li
             raise EvalError(f"task {task.name}, example {it.index}: empty context and the tokenizer has no BOS / EOS")
         need_bos = task.core or any(not c for c in s.contexts)
         cands = candidates(tok, s, bos=bos if need_bos else None, shared=task.core)
-        cut = False
-        try:
-            fitted = []
-            for c in cands:
-                c2, was = truncate_left(c, window)
-                fitted.append(c2)
-                cut |= was
-        except ValueError as e:
-            raise EvalError(f"task {task.name}, example {it.index}: {e}; raise eval.max_length") from None
+        fitted = [truncate_left(c, window) for c in cands]
+        cut = any(was for _, was in fitted)
+        fitted = [c for c, _ in fitted]
         truncated += cut
         groups.append(fitted)
         shapes.append((s, [x.index for x in shots], cut))
