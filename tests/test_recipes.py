@@ -17,9 +17,9 @@ ALL_STAGES = ["reference-lm", "quality-model", "curate", "tokenize", "pretrain",
 # list is its own [run] stages (the demo changes with the built stages; its own tests pin its content).
 EXPECTED = {
     "demo": tomllib.loads((RECIPES / "demo.toml").read_text())["run"]["stages"],
-    "web-small": ALL_STAGES,
+    "web-small": ALL_STAGES + ["eval-base", "eval-sft", "eval-dpo", "eval-ppo"],
     "gpt2-124m": ALL_STAGES,
-    "smollm2-hh": ["sft", "reward", "dpo", "ppo"],
+    "smollm2-hh": ["sft", "reward", "dpo", "ppo", "eval-smollm2", "eval-sft", "eval-dpo", "eval-ppo"],
 }
 # Inputs the user supplies (no default in the recipe), with the --set key the error must name.
 USER_INPUTS = {"web-small": ["inputs.curate.data"], "gpt2-124m": ["inputs.curate.data"]}
@@ -132,6 +132,7 @@ SHORT = [
     "dpo.samples=0", "dpo.optim.warmup_steps=0", "dpo.data.max_records=32",
     "ppo.iterations=1", "ppo.prompts_per_iteration=2", "ppo.minibatch_size=2", "ppo.max_new_tokens=4",
     "ppo.judge_prompts=2", "ppo.eval_samples=0", "ppo.samples_shown=0", "ppo.max_length=64", "ppo.data.max_records=32",
+    'eval.tasks=["choices.jsonl:multiple_choice", "answers.jsonl:generative"]', "eval.limit=4", "eval.max_new_tokens=4",
 ]
 
 
@@ -143,11 +144,12 @@ def test_web_small_runs_end_to_end_on_a_tiny_dump(tmp_path, capsys):
               "reward.data": "preference/train.jsonl", "reward.eval": "preference/val.jsonl",
               "dpo.data": "preference/train.jsonl", "dpo.eval": "preference/val.jsonl",
               "ppo.data": "prompts/train.jsonl", "ppo.eval": "prompts/val.jsonl"}
+    inputs |= {f"eval-{m}.data": "eval" for m in ("base", "sft", "dpo", "ppo")}  # the dump's own tasks, not CORE
     sets = [f"inputs.{k}={data / v}" for k, v in inputs.items()] + SHORT
     argv = ["run", str(RECIPES / "web-small.toml"), "--out", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
     assert main(argv) == 0, capsys.readouterr().err
     for stage in EXPECTED["web-small"]:
-        assert read_manifest(tmp_path / "run" / stage).stage == stage
+        assert read_manifest(tmp_path / "run" / stage).stage == ("eval" if stage.startswith("eval-") else stage)
     # the aligned model traces back to the user's dump: ppo <- sft <- pretrain <- tokenize <- curate <- web.warc.gz
     assert main(["manifest", "lineage", str(tmp_path / "run" / "ppo")]) == 0
     assert "web.warc.gz" in capsys.readouterr().out

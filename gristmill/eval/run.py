@@ -13,7 +13,7 @@ from gristmill.eval import EvalError
 from gristmill.eval.config import EvalConfig
 from gristmill.eval.prompts import Item, fewshot, order, read_items, scorable
 from gristmill.eval.tasks import Resolved, Task, resolve, with_shots
-from gristmill.manifests import Manifest, begin_stage
+from gristmill.manifests import Manifest, begin_stage, sha256_file
 
 LOGLIK = ("multiple_choice", "schema", "language_modeling")
 
@@ -57,8 +57,8 @@ def run_eval(config: EvalConfig, inputs: dict[str, list[Path]], out_dir: Path, *
             res, rows = run_generative(model, tok, task, items, chosen, config, window, device,
                                        reward=inputs.get("reward", [None])[0])
         timings[task.name] = round(time.perf_counter() - t0, 3)
-        res |= {"file": _portable(r.path, data), "examples_in_file": len(items), "shots": task.shots,
-                "format": task.format}
+        res |= {"file": _portable(r.path, data), "sha256": sha256_file(r.path), "examples_in_file": len(items),
+                "shots": task.shots, "format": task.format}
         results[task.name] = res
         samples += rows
         print(f"[eval] {task.name}: {task.metric} {res['value']:.4f} ± {res['stderr']:.4f} (n={res['n']}) "
@@ -215,7 +215,7 @@ def _write_outputs(out: Path, m: Manifest, summary: dict[str, Any], samples: lis
     write_report(out / "report.md", summary, timings, config)
     m.metrics = {"model": summary["model"], "core": summary["core"], "missing_core_tasks": summary["missing"],
                  "tasks": {k: {f: v.get(f) for f in ("metric", "value", "stderr", "n", "random_baseline", "centered",
-                                                      "truncated", "shots")}
+                                                      "truncated", "shots", "file", "sha256")}
                            for k, v in summary["tasks"].items()},
                  "time_s": round(sum(timings.values()), 3)}
     m.metrics = _finite(m.metrics)
