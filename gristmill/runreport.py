@@ -481,18 +481,21 @@ def sec_rl(c: Ctx) -> list[str]:
 def sec_versus_sft(c: Ctx) -> list[str]:
     lines = ["## Aligned models against SFT", "",
              "Each aligned stage judged its own held-out prompts, greedy answers of the SFT model (before) and of the "
-             "aligned model (after): the reward model's win rate (ties count half), the same over the prompts whose new "
+             "aligned model (after): the reward model's win rate with its 95 % interval (ties count half: an unchanged "
+             "answer is a tie), the same over the prompts whose new "
              "answer is not longer, and the exact-answer accuracy on checkable tasks.", ""]
     rows = []
     for s in c.of("sft"):
         mt = s.metrics
         rows.append([f"`{s.name}` (vs base)", "—", "—", "—", "—", "—",
                      f"{arrow(mt.get('answer_accuracy_before'), mt.get('answer_accuracy'), pct)} "
-                     f"({num(mt.get('answers_checked'))})", "—", "—"])
+                     f"({num(mt.get('answers_checked'))})", "—", "—", "—"])
     aligned = c.of("dpo", "ppo")
     for s in aligned:
         mt = s.metrics
-        rows.append([f"`{s.name}` ({s.kind})", num(mt.get("judged_prompts")), pct(mt.get("win_rate")),
+        ci = mt.get("win_rate_ci")
+        rows.append([f"`{s.name}` ({s.kind})", num(mt.get("judged_prompts")),
+                     pct(mt.get("win_rate")) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else ""),
                      pct(mt.get("win_rate_not_longer")), arrow(mt.get("reward_before"), mt.get("reward_after"),
                                                                lambda v: num(v, ".3f")),
                      arrow(mt.get("answer_tokens_before"), mt.get("answer_tokens_after"), lambda v: num(v, ".1f")),
@@ -500,12 +503,15 @@ def sec_versus_sft(c: Ctx) -> list[str]:
                      f"({num(mt.get('answers_checked'))})",
                      arrow(mt.get("sampled_accuracy_before"), mt.get("sampled_accuracy"), pct)
                      if "sampled_accuracy" in mt else "—",
-                     num(mt.get("kl_to_sft", mt.get("kl_to_reference")), ".3f")])
+                     num(mt.get("kl_to_sft", mt.get("kl_to_reference")), ".3f"),
+                     f"{num(mt.get('changed_answers'))} ({pct(mt.get('win_rate_changed'))})"
+                     if mt.get("changed_answers") is not None else "—"])
     if not aligned:
         lines += _missing("dpo` or `ppo", "aligned model to compare")
     return lines + table(["model", "judged prompts", "win rate vs SFT", "win rate, not longer",
                           "reward SFT → model", "answer tokens SFT → model", "checked accuracy SFT → model (n)",
-                          "sampled accuracy SFT → model", "KL to SFT (nats)"], rows)
+                          "sampled accuracy SFT → model", "KL to SFT (nats)",
+                          "changed answers (their win rate)"], rows)
 
 
 def sec_samples(c: Ctx) -> list[str]:
@@ -621,16 +627,16 @@ def sec_eval(c: Ctx) -> list[str]:
              "score ± standard error in points; the random baseline is what guessing gets. CORE is the mean of the "
              "CORE tasks' centred scores (0 = chance, 1 = perfect) over the tasks whose files were given.", ""]
     base = {t: next(s.metrics["tasks"][t] for s in evals if t in s.metrics.get("tasks", {})) for t in tasks}
-    rows = [["random baseline", *[f"{100 * base[t]['random_baseline']:.1f}" for t in tasks], "0"]]
-    for s in evals:
-        mt = s.metrics.get("tasks", {})
-        model = s.metrics.get("model", s.name)
-        core = s.metrics.get("core")
-        rows.append([f"`{s.name}` ({cell(model, 60)})"]
-                    + [(f"{100 * mt[t]['value']:.1f} ± {100 * (mt[t].get('stderr') or 0):.1f}" if t in mt else "—")
-                       for t in tasks]
-                    + [f"{core['value']:.3f} ({core['tasks']}/{core['of']})" if core else "—"])
-    lines += table(["model", *[f"{t} ({base[t]['metric']}, n={base[t]['n']})" for t in tasks], "CORE"], rows)
+    # one row a task, one column a model: tasks outnumber models (CORE alone is up to 22)
+    rows = [[t, base[t]["metric"], num(base[t]["n"]), f"{100 * base[t]['random_baseline']:.1f}"]
+            + [(f"{100 * mt[t]['value']:.1f} ± {100 * (mt[t].get('stderr') or 0):.1f}" if t in mt else "—")
+               for mt in (s.metrics.get("tasks", {}) for s in evals)] for t in tasks]
+    cores = [s.metrics.get("core") for s in evals]
+    if any(cores):
+        rows.append(["**CORE** (centred, mean)", "core", "—", "0"]
+                    + [f"{c['value']:.3f} ({c['tasks']}/{c['of']} tasks)" if c else "—" for c in cores])
+    lines += table(["task", "metric", "n", "random (%)", *[f"`{s.name}`" for s in evals]], rows)
+    lines += ["Models: " + "; ".join(f"`{s.name}` = {cell(s.metrics.get('model', s.name), 80)}" for s in evals), ""]
     _plot_eval(evals, tasks, c.png("benchmarks.png"))
     return lines + [c.img("benchmarks.png", "benchmark scores of every model"), ""]
 

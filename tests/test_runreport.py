@@ -148,9 +148,9 @@ def test_report_has_every_section_and_the_manifests_figures(built):
     assert cells(text, "`grpo` (ppo)")[2] == "35.0 %" and cells(text, "`grpo` (ppo)")[6] == "100.0 % → 0.0 % (1)"
     assert cells(text, "`dpo` (dpo)")[2] == "92.5 %"
     # models x tasks: score ± stderr (points), the random baseline row, CORE with its task count
-    assert cells(text, "random baseline", "## Benchmarks") == ["random baseline", "50.0", "0.0", "0"]
-    assert cells(text, "`eval-sft` (sft (x))", "## Benchmarks") == ["`eval-sft` (sft (x))", "60.0 ± 5.0", "50.0 ± 4.0",
-                                                                    "0.200 (1/22)"]
+    assert cells(text, "core.copa", "## Benchmarks") == ["core.copa", "acc_mean", "100", "50.0", "35.0 ± 5.0",
+                                                         "60.0 ± 5.0"]
+    assert cells(text, "**CORE** (centred, mean)", "## Benchmarks")[4:] == ["-0.300 (1/22 tasks)", "0.200 (1/22 tasks)"]
 
 
 def test_samples_are_joined_by_prompt_base_sft_then_each_aligned_model(built):
