@@ -264,3 +264,14 @@ def test_gsm8k_plain_text_few_shot_generation_is_cut_at_the_next_question(tmp_pa
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["answer"] for r in rows] == ["0", "2", "4"] and all("Question:" not in r["output"] for r in rows)
     assert all(r["correct"] == (r["extracted"] == r["answer"]) for r in rows)
+
+
+def test_ifeval_instruction_level_counts_every_instruction_not_a_mean_of_prompts():
+    from gristmill.eval.generative import _ifeval_levels
+
+    rows = [{"inst_strict": [True], "inst_loose": [True]},
+            {"inst_strict": [False, False, True], "inst_loose": [True, False, True]}]
+    got = _ifeval_levels(rows, {"metrics": {"prompt_strict": 0.5}, "stderr": 0.1})
+    assert got["metrics"]["inst_strict_level"] == 0.5  # 2 of 4 instructions; the mean of prompt means is 2/3
+    assert got["metrics"]["inst_loose_level"] == 0.75 and got["instructions"] == 4
+    assert got["value"] == pytest.approx((0.5 + 0.5) / 2)
