@@ -27,6 +27,8 @@ def run_eval(config: EvalConfig, inputs: dict[str, list[Path]], out_dir: Path, *
     from gristmill.stages import spec
 
     out = Path(out_dir)
+    data = [Path(p) for p in inputs.get("data", [])]
+    tasks, missing = resolve(config.tasks, data)  # an unknown task or a missing file stops before anything is written
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     st = begin_stage("eval", to_dict(config), inputs, out, expect=spec("eval").expect, force=force,
@@ -35,8 +37,6 @@ def run_eval(config: EvalConfig, inputs: dict[str, list[Path]], out_dir: Path, *
         print(f"[eval] {out}: finished (id {st.done.id}); skipping", file=sys.stderr)
         return st.done
     m = st.manifest
-    data = [Path(p) for p in inputs.get("data", [])]
-    tasks, missing = resolve(config.tasks, data)
     folder = model_dir(inputs["model"][0])
     model, tok = _load(folder, device, config.dtype)
     window = config.max_length or int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
