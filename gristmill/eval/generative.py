@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
+from gristmill.align.chat import pad_id
 from gristmill.align.generate import left_pad
 from gristmill.eval import EvalError
-from gristmill.eval.prompts import STOPS, Item, fewshot, generation_prompt, gsm8k_extract, order
+from gristmill.eval.prompts import STOPS, Item, fewshot, generation_prompt, gsm8k_extract, order, own_text
 from gristmill.eval.tasks import Task
 
 
@@ -18,7 +19,7 @@ def generate_text(model: Any, tok: Any, prompts: list[str], *, max_new_tokens: i
                   device: torch.device, batch_size: int, stops: tuple[str, ...] = ()) -> list[str]:
     """Greedy continuations of plain-text prompts (left-padded batches; the prompt's last max_length - max_new_tokens
     tokens), each cut at the first stop string: a base model has no end-of-turn to stop at."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     keep = max(max_length - max_new_tokens, 1)
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
@@ -51,22 +52,22 @@ def run_generative(model: Any, tok: Any, task: Task, items: list[Item], chosen: 
     pos = {id(x): j for j, x in enumerate(pool)}
     prompts = [generation_prompt(task, it.data, [x.data for x in fewshot(pool, pos[id(it)], task.shots, config.seed)],
                                  chat=config.chat) for it in chosen]
+    if config.chat and not getattr(tok, "chat_template", None):
+        raise EvalError("eval.chat = true but the model's tokenizer has no chat template; evaluate it with "
+                        "--set eval.chat=false (plain-text prompts)")
+    if not config.chat and any(isinstance(p, list) for p in prompts):
+        raise EvalError(f"task {task.name}: chat messages need eval.chat = true")
+    from gristmill.align.generate import generate
+
     bar = Progress(task.name, len(prompts))
     answers: list[str] = []
     step = config.batch_size
     for i in range(0, len(prompts), step):
         chunk = prompts[i:i + step]
         if config.chat:
-            from gristmill.align.generate import generate
-
-            if not getattr(tok, "chat_template", None):
-                raise EvalError(f"eval.chat = true but the model's tokenizer has no chat template; evaluate it with "
-                                "--set eval.chat=false (plain-text prompts)")
             answers += generate(model, tok, chunk, max_new_tokens=config.max_new_tokens, max_length=window,
                                 device=device, batch_size=step)
         else:
-            if any(isinstance(p, list) for p in chunk):
-                raise EvalError(f"task {task.name}: chat messages need eval.chat = true")
             answers += generate_text(model, tok, chunk, max_new_tokens=config.max_new_tokens, max_length=window,
                                      device=device, batch_size=step, stops=STOPS.get(task.prompt, ()))
         bar.update(len(chunk))
@@ -77,12 +78,11 @@ def run_generative(model: Any, tok: Any, task: Task, items: list[Item], chosen: 
         per, rows, extra = _judged(tok, task, chosen, answers, config, window, device, reward)
     else:
         per, rows, extra = [], [], {}
-        for it, prompt, answer in zip(chosen, prompts, answers):
+        for it, answer in zip(chosen, answers):
             verdict, row = judge(it.data, answer)
             per.append(verdict)
-            rows.append({"task": task.name, "index": it.index, "prompt": _text(prompt, it), "output": answer,
-                         "correct": bool(verdict[task.metric if task.metric in verdict else next(iter(verdict))]),
-                         **row})
+            rows.append({"task": task.name, "index": it.index, "prompt": own_text(task, it.data), "output": answer,
+                         "correct": bool(verdict[task.metric]), **row})
     res = task_result(task, per, baseline=task.baseline or 0.0, extra=extra)
     if task.prompt == "ifeval":
         res |= _ifeval_levels(rows, res)
@@ -93,19 +93,13 @@ def _ifeval_levels(rows: list[dict[str, Any]], res: dict[str, Any]) -> dict[str,
     """IFEval's instruction-level accuracies are over all instructions (a prompt with three counts three times),
     not a mean of per-prompt means; the headline is the mean of prompt-level and instruction-level strict
     accuracy (SmolLM2's "Average prompt/inst"), its stderr from the prompt-level one (the larger)."""
-    inst = {k: [x for r in rows for x in r[k]] for k in ("inst_strict", "inst_loose")}
-    levels = {f"{k}_level": sum(v) / len(v) for k, v in inst.items() if v}
-    prompt = res["metrics"]["prompt_strict"]
-    value = (prompt + levels["inst_strict_level"]) / 2
     from gristmill.eval.metrics import interval
 
+    inst = {k: [x for r in rows for x in r[k]] for k in ("inst_strict", "inst_loose")}
+    levels = {f"{k}_level": sum(v) / len(v) for k, v in inst.items() if v}
+    value = (res["metrics"]["prompt_strict"] + levels["inst_strict_level"]) / 2
     return {"value": value, "ci95": interval(value, res["stderr"]), "metrics": res["metrics"] | levels | {"ifeval": value},
             "centered": value, "instructions": len(inst["inst_strict"])}
-
-
-def _text(prompt: Any, it: Item) -> str:
-    p = it.data["prompt"]
-    return p if isinstance(p, str) else p[-1]["content"]
 
 
 def _gsm8k(item: dict, answer: str) -> tuple[dict[str, float], dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from gristmill.align.layout import lay_out_groups
+from gristmill.align.layout import lay_out_groups, shared_prefix
 from gristmill.align.logprobs import _parts
 from gristmill.eval.prompts import Scorable
 
@@ -115,9 +115,8 @@ def score_groups(model: Any, groups: list[list[Candidate]], *, pad_id: int, batc
 
 
 def _size(group: list[Candidate]) -> int:
-    """Tokens a group takes in a row: its common prefix once, then each tail."""
-    p = _common_prefix([c.ids for c in group]) if len(group) > 1 else 0
-    p = min(p, min(len(c.ids) for c in group) - 1) if len(group) > 1 else 0
+    """Tokens a group takes in a row: its shared prefix once (as lay_out_groups lays it), then each tail."""
+    p = shared_prefix([c.ids for c in group])
     return p + sum(len(c.ids) - p for c in group)
 
 

@@ -188,6 +188,18 @@ def fewshot(pool: list[Item], i: int, k: int, seed: int) -> list[Item]:
     return random.Random(seed + i).sample(others, k)
 
 
+def own_text(task: Task, item: dict) -> str:
+    """The example's own text for samples.jsonl (few-shot blocks left out: the `shots` indices name them)."""
+    if task.format == "multiple_choice":
+        return item["query"]
+    if task.format == "schema":
+        return " | ".join(item["contexts"])
+    if task.format == "language_modeling":
+        return item["context"]
+    p = item["prompt"]
+    return p if isinstance(p, str) else p[-1]["content"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the strings each format scores
 

@@ -11,8 +11,8 @@ from typing import Any
 from gristmill.config import to_dict
 from gristmill.eval import EvalError
 from gristmill.eval.config import EvalConfig
-from gristmill.eval.prompts import Item, fewshot, order, read_items, scorable
-from gristmill.eval.tasks import Resolved, Task, resolve, with_shots
+from gristmill.eval.prompts import Item, fewshot, order, own_text, read_items, scorable
+from gristmill.eval.tasks import Task, resolve, with_shots
 from gristmill.manifests import Manifest, begin_stage, sha256_file
 
 LOGLIK = ("multiple_choice", "schema", "language_modeling")
@@ -92,16 +92,10 @@ def _load(folder: Path, device: Any, dtype: str) -> tuple[Any, Any]:
     return model.to(device=device, dtype=want).eval(), tok
 
 
-def _pad(tok: Any) -> int:
-    for t in (tok.pad_token_id, tok.eos_token_id, 0):
-        if t is not None:
-            return int(t)
-    return 0
-
-
 def _loglik_task(model: Any, tok: Any, task: Task, items: list[Item], chosen: list[Item], config: EvalConfig,
                  window: int, device: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every chosen example's candidates, then the verdicts, the task's result and its samples rows."""
+    from gristmill.align.chat import pad_id
     from gristmill.eval.loglik import candidates, score_groups, truncate_left
     from gristmill.eval.metrics import choose, task_result
 
@@ -123,7 +117,7 @@ def _loglik_task(model: Any, tok: Any, task: Task, items: list[Item], chosen: li
         groups.append(fitted)
         shapes.append((s, [x.index for x in shots], cut))
     bar = Progress(task.name, len(groups))
-    scores = score_groups(model, groups, pad_id=_pad(tok), batch_size=config.batch_size, device=device,
+    scores = score_groups(model, groups, pad_id=pad_id(tok), batch_size=config.batch_size, device=device,
                           progress=bar.update)
     bar.close()
 
@@ -133,7 +127,7 @@ def _loglik_task(model: Any, tok: Any, task: Task, items: list[Item], chosen: li
         if task.format == "language_modeling":
             verdict = {"greedy": float(sc[0].greedy), "logprob": sc[0].logprob, "tokens": sc[0].tokens}
             per_example.append({"greedy": verdict["greedy"]})
-            rows.append({"task": task.name, "index": it.index, "prompt": _own_prompt(task, it.data),
+            rows.append({"task": task.name, "index": it.index, "prompt": own_text(task, it.data),
                          "continuation": s.continuations[0], "logliks": [sc[0].logprob], "tokens": [sc[0].tokens],
                          "gold": 0, "greedy": sc[0].greedy, "correct": sc[0].greedy, "shots": shot_ids,
                          "truncated": cut})
@@ -142,7 +136,7 @@ def _loglik_task(model: Any, tok: Any, task: Task, items: list[Item], chosen: li
         per_example.append({k2: float(v == s.gold) for k2, v in picks.items()})
         if "subject" in it.data:
             by_subject.setdefault(it.data["subject"], []).append(k)
-        rows.append({"task": task.name, "index": it.index, "prompt": _own_prompt(task, it.data),
+        rows.append({"task": task.name, "index": it.index, "prompt": own_text(task, it.data),
                      "choices": s.continuations, "logliks": [x.logprob for x in sc], "tokens": [x.tokens for x in sc],
                      "gold": s.gold, "pred": picks, "correct": picks[task.metric] == s.gold, "shots": shot_ids,
                      "truncated": cut})
@@ -164,18 +158,6 @@ def _baseline(task: Task, chosen: list[Item]) -> float:
     if task.format == "schema":
         return sum(1 / len(x.data["contexts"]) for x in chosen) / len(chosen)
     return 0.0
-
-
-def _own_prompt(task: Task, item: dict) -> str:
-    """The example's own text for samples.jsonl (few-shot blocks left out: the `shots` indices name them)."""
-    if task.format == "multiple_choice":
-        return item["query"]
-    if task.format == "schema":
-        return " | ".join(item["contexts"])
-    if task.format == "language_modeling":
-        return item["context"]
-    p = item["prompt"]
-    return p if isinstance(p, str) else p[-1]["content"]
 
 
 def _portable(path: Path, data: list[Path]) -> str:
