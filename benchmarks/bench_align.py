@@ -144,7 +144,7 @@ def bare_generate(argv: list[str], warmup: int) -> dict:
     tok = load_tokenizer(folder)
     pad, stops = pad_id(tok), stop_ids(tok)
     recs = load_prompts([opt.data], DataConfig(eval_fraction=0)).records
-    order = stage_prompt_order(len(recs), P, c["iterations"], c["seed"])
+    order = stage_prompt_order(len(recs), P, c["max_steps"], c["seed"])
 
     def batches(it: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         enc = [encode_prompt(tok, recs[i].messages, max_length=c["max_length"] - T) for i in order[it] for _ in range(K)]
@@ -178,7 +178,7 @@ def bare_generate(argv: list[str], warmup: int) -> dict:
         if name == "bare_lora":
             model = add_lora(model, LoraConfig(**c["lora"]), task_type="CAUSAL_LM", seed=c["seed"]).eval()
         run(model, 0)  # warm-up: the stage's first (warm-up) iteration's batch
-        tokens, seconds = map(sum, zip(*(run(model, it) for it in range(warmup, c["iterations"]))))
+        tokens, seconds = map(sum, zip(*(run(model, it) for it in range(warmup, c["max_steps"]))))
         got[name] = {"tokens": tokens, "seconds": round(seconds, 3), "tok_s": round(tokens / seconds, 2)}
     return got
 
@@ -282,7 +282,7 @@ def ours_rl(args: argparse.Namespace, mode: str, prompts: Path, out: Path) -> di
     sz = rl_sizes(args, mode)
     sets = {"advantage": "grpo" if mode == "grpo" else "gae", "reward": "model", "samples": sz["K"],
             "prompts_per_iteration": sz["P"], "minibatch_size": sz["M"], "ppo_epochs": args.ppo_epochs,
-            "iterations": sz["n"], "max_new_tokens": args.max_new_tokens,
+            "max_steps": sz["n"], "max_new_tokens": args.max_new_tokens,
             "max_length": args.max_prompt_tokens + args.max_new_tokens, "temperature": args.temperature,
             "kl_coef": args.kl_coef, "optim.lr": args.rl_lr, "judge_prompts": 0, "samples_shown": 0,
             "data.eval_fraction": 0, "device": "cpu", "checkpoint.every": 10**6,

@@ -27,12 +27,15 @@ from pathlib import Path
 import torch
 
 from gristmill.manifests import new_manifest, output_record, write_manifest
-from gristmill.pretrain.config import CheckpointConfig, OptimConfig, PretrainConfig, SpikeConfig
+from gristmill.pretrain.config import PretrainConfig
+from gristmill.train.config import CheckpointConfig, OptimConfig, SpikeConfig
 from gristmill.pretrain.data import TokenWindows, TrainBatches
-from gristmill.pretrain.evaluate import autocast_for, causal_lm_loss, flops_per_token, mfu, peak_flops
-from gristmill.pretrain.loop import make_optimizer
+from gristmill.pretrain.evaluate import causal_lm_loss, flops_per_token
+from gristmill.train.metrics import mfu, peak_flops
+from gristmill.train.parallel import autocast_for
+from gristmill.train.trainer import make_optimizer
 from gristmill.pretrain.model import build_model, llama_config
-from gristmill.pretrain.parallel import Parallel
+from gristmill.train.parallel import Parallel
 from gristmill.pretrain.run import run_pretrain
 from gristmill.tokenize.config import TokenizeConfig
 from gristmill.tokenize.run import run_tokenize
@@ -127,7 +130,7 @@ def bare_loop(cfg: PretrainConfig, tok: Path, warm: int) -> tuple[float, float]:
 def our_loop(cfg: PretrainConfig, tok: Path, out: Path, warm: int) -> tuple[float, float, dict]:
     """run_pretrain: (wall seconds per step after `warm`, read from metrics.jsonl; process CPU seconds of the
     whole training loop, step-0 and final checkpoints included; the manifest metrics)."""
-    from gristmill.pretrain import loop
+    from gristmill.train import loop
 
     real, cpu = loop.train, []
 

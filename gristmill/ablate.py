@@ -286,8 +286,8 @@ def score_checkpoints(pretrain_dir: Path, sets: dict[str, list[Any]], device: st
     import torch
     from transformers import AutoModelForCausalLM
 
-    from gristmill.pretrain import parallel
-    from gristmill.pretrain.checkpoint import list_checkpoints, load_checkpoint
+    from gristmill.train import parallel
+    from gristmill.train.checkpoint import list_checkpoints, load_checkpoint
     from gristmill.pretrain.evaluate import validation_loss
 
     model = AutoModelForCausalLM.from_pretrained(pretrain_dir / "model", dtype=torch.float32)
@@ -295,7 +295,7 @@ def score_checkpoints(pretrain_dir: Path, sets: dict[str, list[Any]], device: st
     with parallel.session(device) as par:
         model.to(par.device)
         for step, path in list_checkpoints(pretrain_dir / "checkpoints"):
-            model.load_state_dict(load_checkpoint(path).model)
+            model.load_state_dict(load_checkpoint(path).parts["model"])
             rows.append({"step": step} | {name: validation_loss(model, b, par, dtype) for name, b in sets.items() if b})
     return rows
 

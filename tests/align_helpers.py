@@ -42,7 +42,8 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def tiny_base(folder: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2, context: int = 128) -> Path:
     """A raw Hugging Face folder: a randomly initialised tiny Llama and a ChatML BPE tokenizer (no manifest)."""
-    from gristmill.pretrain.config import OptimConfig, PretrainConfig
+    from gristmill.pretrain.config import PretrainConfig
+    from gristmill.train.config import OptimConfig
     from gristmill.pretrain.model import build_model, llama_config, save_hf_folder
     from gristmill.tokenize.train import CHATML_TEMPLATE, EOS, PAD, save_folder, train_tokenizer
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gristmill.pretrain.loop import Hooks
+from gristmill.train.loop import Hooks
 
 
 class Killed(Exception):

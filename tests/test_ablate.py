@@ -177,12 +177,12 @@ def test_final_checkpoint_is_the_saved_model(ablated):
     """The curves' last point scores the same weights as the model folder."""
     from safetensors.torch import load_file
 
-    from gristmill.pretrain.checkpoint import list_checkpoints, load_checkpoint
+    from gristmill.train.checkpoint import list_checkpoints, load_checkpoint
 
     run, _ = ablated
     d = run / "ablation" / "pretrain-raw"
     step, path = list_checkpoints(d / "checkpoints")[-1]
-    ck = load_checkpoint(path).model
+    ck = load_checkpoint(path).parts["model"]
     saved = load_file(d / "model" / "model.safetensors")
     assert step == 12
     for k, v in saved.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.align import AlignError
+from gristmill.align.answers import AnswerCheck
 from gristmill.align.data import (DataConfig, PreferencePair, load_preferences, load_prompts, load_sft, parse_hh,
                                   split_eval)
 from gristmill.config import ConfigError, build
@@ -383,6 +384,46 @@ class Rec:
         self.key = key
 
 
+def test_check_fields_are_parsed_into_every_record_kind(tmp_path):
+    check = {"check": "word", "wrong_answers": ["Belhaven", "Sennat"], "max_chars": 50}
+    sft = write_jsonl(tmp_path / "sft.jsonl", [
+        {"instruction": "Capital of Velmora?", "response": "Ostrik.", "answer": "Ostrik", **check},
+        {"messages": [U("What is 3 * 4?"), A("12")], "answer": 12, "check": "last_number"},
+        {"instruction": "Say hi.", "response": "Hi!"}])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "Capital of Velmora?", "chosen": "Ostrik.", "rejected": "Sennat.", "answer": "Ostrik", **check}])
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [
+        {"prompt": "Reverse 'cat'.", "answer": "tac", "check": "last_word"},
+        {"prompt": "Say the answer.", "answer": "a b", "check": "exact"},
+        {"prompt": "Capital of Velmora?", "answer": "Ostrik", "wrong_answers": ["Sennat"]}])
+    fact = AnswerCheck("word", ("Belhaven", "Sennat"), 50)
+    assert [e.check for e in load_sft([sft], ERR).records] == [fact, AnswerCheck("last_number"), None]
+    assert load_preferences([pairs], ERR).records[0].check == fact
+    assert [r.check for r in load_prompts([prompts], ERR).records] == [
+        AnswerCheck("last_word"), AnswerCheck("exact"), AnswerCheck("word", ("Sennat",))]
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"answer": "5", "check": "number"}, "'check' must be one of 'word', 'exact', 'last_number', 'last_word', got 'number'"),
+    ({"answer": "five", "check": "last_number"}, "check 'last_number' needs an integer 'answer', got 'five'"),
+    ({"answer": "ab-c", "check": "last_word"}, "check 'last_word' needs an 'answer' of the letters A-Z, a-z only"),
+    ({"answer": "5", "wrong_answers": "6"}, "'wrong_answers' must be a list of non-empty strings, got '6'"),
+    ({"answer": "5", "wrong_answers": ["6", ""]}, "'wrong_answers' must be a list of non-empty strings"),
+    ({"answer": "Ostrik", "wrong_answers": ["ostrik"]}, "'wrong_answers' holds the answer itself ('ostrik')"),
+    ({"answer": "5", "max_chars": 0}, "'max_chars' must be a positive integer, got 0"),
+    ({"answer": "5", "max_chars": True}, "'max_chars' must be a positive integer, got True"),
+    ({"check": "word"}, "'check', 'wrong_answers' and 'max_chars' say how to check an 'answer'; the record has none"),
+])
+def test_bad_check_fields_name_file_line_and_field(tmp_path, fields, problem):
+    for load, rec in ((load_prompts, {"prompt": "q"}), (load_sft, {"instruction": "q", "response": "r"}),
+                      (load_preferences, {"prompt": "q", "chosen": "a", "rejected": "b"})):
+        f = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "fine", "instruction": "fine", "response": "r",
+                                                  "chosen": "a", "rejected": "b"}, rec | fields])
+        with pytest.raises(AlignError) as e:
+            load([f], ERR)
+        assert f"bad.jsonl:2: {problem}" in str(e.value), (load.__name__, str(e.value))
+
+
 def test_split_eval_is_stable_as_the_file_grows():
     recs = [Rec(f"record-{i}") for i in range(200)]
     train, held = split_eval(recs, 0.1)
@@ -434,6 +475,7 @@ def test_demo_task_data_loads_with_answers(tmp_path):
         raw = [json.loads(x) for x in (tmp_path / "prompts" / f"{split}.jsonl").read_text().splitlines()]
         assert [(r.answer, r.task) for r in prompts.records] == [(x["answer"], x["task"]) for x in raw]
         assert all(r.answer for r in prompts.records)
+        assert [r.check.rule for r in prompts.records] == [x["check"] for x in raw]  # how each is checked, as data
 
 
 HH_FILES = sorted((SHARED / "preference" / "hh-rlhf").glob("*/test.jsonl.gz"))

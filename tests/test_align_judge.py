@@ -55,6 +55,29 @@ def test_wilson_interval_by_hand():
         wilson_interval(11, 10)
 
 
+def test_held_out_prompts_carry_each_records_check(tmp_path):
+    """The prompts judged before / after keep the record's answer, task and check rule, so accuracy is checked by it."""
+    import json
+
+    from gristmill.align.answers import AnswerCheck
+    from gristmill.align.data import DataConfig, load_preferences
+    from gristmill.align.judge import checked_accuracy, held_out_prompts
+
+    f = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "What is 7 + 5?", "chosen": "12", "rejected": "13", "answer": "12", "task": "sum",
+             "check": "last_number"},
+            {"prompt": "What is 7 + 5?", "chosen": "7 + 5 = 12.", "rejected": "7 + 5 = 11.", "answer": "12"},
+            {"prompt": "Capital of Velmora?", "chosen": "Ostrik", "rejected": "Sennat", "answer": "Ostrik",
+             "wrong_answers": ["Sennat"]},
+            {"prompt": "Hi.", "chosen": "Hello.", "rejected": "Go away."}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = held_out_prompts(load_preferences([f], DataConfig()).records, limit=10)
+    assert [(p.answer, p.task, p.check) for p in got] == [  # the second pair repeats the first prompt: dropped
+        ("12", "sum", AnswerCheck("last_number")), ("Ostrik", None, AnswerCheck("word", ("Sennat",))), (None, None, None)]
+    assert checked_accuracy(got, ["7 + 5 = 12, not 13", "Ostrik or Sennat", "hello"]) == (0.0, 2)
+    assert checked_accuracy(got, ["13 - 1 = 12", "Ostrik", "hello"]) == (1.0, 2)
+
+
 def test_outcomes_equal_texts_tie_and_near_ties_count_half():
     assert pair_outcome("same", "same", 1.0, 5.0) == 0.5  # equal texts tie whatever the scores say
     assert pair_outcome("a", "b", 1.0, 1.0 + TIE_TOLERANCE / 2) == 0.5

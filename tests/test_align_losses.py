@@ -175,3 +175,99 @@ def test_ppo_clipped_policy_and_value_losses():
         c = o + min(max(a - o, -0.2), 0.2)
         want_v.append(0.5 * max((a - R) ** 2, (c - R) ** 2))
     close(L.ppo_value_loss(v, v_old, ret, clip=0.2)[0], want_v)
+
+
+# ---- the table of preference losses, each entry through the dpo stage's loss path
+
+def test_the_table_is_what_the_config_accepts_and_its_reference_decision(monkeypatch):
+    from gristmill.align.config import DPOConfig
+    from gristmill.config import ConfigError, build
+
+    assert set(L.PREFERENCE_LOSSES) == {"dpo", "ipo", "rpo", "simpo", "orpo", "kto"}
+    for name, entry in L.PREFERENCE_LOSSES.items():
+        assert entry.uses in ("sums", "means") and entry.description
+        assert DPOConfig(loss=name).uses_reference is entry.needs_reference
+    assert [n for n, e in L.PREFERENCE_LOSSES.items() if not e.needs_reference] == ["simpo", "orpo"]
+    assert [n for n, e in L.PREFERENCE_LOSSES.items() if e.unpaired] == ["kto"]
+    with pytest.raises(ConfigError, match="dpo.loss='hinge' is not one of dpo, ipo, rpo, simpo, orpo, kto"):
+        build(DPOConfig, {"loss": "hinge"}, section="dpo")
+    # a new entry is a new choice, with its reference decision: nothing else lists the names
+    hinge = L.PreferenceLoss(lambda x, c: torch.relu(1 - c.beta * (x.chosen - x.rejected)), needs_reference=False,
+                             uses="means", unpaired=False, description="hinge on the mean log-prob margin")
+    monkeypatch.setitem(L.PREFERENCE_LOSSES, "hinge", hinge)
+    assert build(DPOConfig, {"loss": "hinge"}, section="dpo").uses_reference is False
+
+
+VOCAB = 300
+
+
+def tiny_lm(seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
+    return LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def tiny_batch(n: int = 4):
+    """n items of two sequences sharing a prompt, only the completions labelled, collated as the stage does."""
+    import random
+
+    from gristmill.align.chat import IGNORE, Encoded
+    from gristmill.align.logprobs import collate_logps
+
+    rng = random.Random(0)
+    groups = []
+    for _ in range(n):
+        prompt = [rng.randrange(4, VOCAB) for _ in range(rng.randint(3, 8))]
+        groups.append([Encoded(prompt + reply, [IGNORE] * len(prompt) + reply)
+                       for reply in ([rng.randrange(4, VOCAB) for _ in range(rng.randint(2, 6))] for _ in range(2))])
+    return collate_logps(groups, pad_id=0, max_length=64, packed=True)
+
+
+SETTINGS = {"dpo": {"label_smoothing": 0.1}, "simpo": {"beta": 2.0}}
+
+
+@pytest.mark.parametrize("name", list(L.PREFERENCE_LOSSES))
+def test_every_table_entry_trains_one_step_through_the_stage_loss_path(name):
+    from gristmill.align import AlignError
+    from gristmill.align.config import DPOConfig
+    from gristmill.align.dpo import preference_loss
+    from gristmill.align.logprobs import TokenLogps, sequence_logps
+
+    entry = L.PREFERENCE_LOSSES[name]
+    config = DPOConfig(loss=name, device="cpu", **SETTINGS.get(name, {}))
+    batch = tiny_batch()
+    desirable = torch.tensor([True, False, True, False]) if entry.unpaired else None
+    with torch.no_grad():
+        ref = sequence_logps(TokenLogps(tiny_lm(seed=1).eval()), batch)[0]  # (2B,) sums of another model
+    model = tiny_lm(seed=0).train()
+    policy = TokenLogps(model)
+
+    def loss_of(reference):
+        sums, means = sequence_logps(policy, batch)
+        return preference_loss(config, sums, means, reference, batch["tokens"], desirable)
+
+    loss, stats = loss_of(ref)
+    assert loss.shape == (4,) and torch.isfinite(loss).all()
+    assert all(v.shape == (4,) and torch.isfinite(v).all() for v in stats.values())
+    # the reference decision is honoured: read when needed (None refused, NaN shows), never read otherwise
+    nan = torch.full_like(ref, float("nan"))
+    if entry.needs_reference:
+        with pytest.raises(AlignError, match=f"dpo.loss={name} compares against the reference"):
+            loss_of(None)
+        assert torch.isnan(loss_of(nan)[0]).all()
+    else:
+        for other in (nan, None):
+            again, again_stats = loss_of(other)
+            assert torch.equal(again, loss) and all(torch.equal(again_stats[k], v) for k, v in stats.items())
+    # one optimizer step: finite gradients reach the weights, and the loss on this batch falls
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    opt.step()
+    with torch.no_grad():
+        after = loss_of(ref)[0]
+    assert torch.isfinite(after).all() and after.mean() < loss.mean().detach()

@@ -6,9 +6,11 @@ import random
 import shutil
 
 import pytest
+import torch
 
 from align_helpers import WORDS, pair_records, reward_config, sft_chain, sft_config, tiny_base, write_jsonl
 from faults import Killed, kill_at
+from safetensors.torch import load_file
 from gristmill.align import AlignError
 from gristmill.align.ppo import TIME_KEYS, run_ppo
 from gristmill.manifests import format_lineage, lineage, verify
@@ -20,7 +22,7 @@ def ppo_config(**overrides):
     from gristmill.config import build
     from pretrain_helpers import merged
 
-    base = dict(iterations=12, prompts_per_iteration=8, samples=4, minibatch_size=16, max_new_tokens=6,
+    base = dict(max_steps=12, prompts_per_iteration=8, samples=4, minibatch_size=16, max_new_tokens=6,
                 max_length=64, device="cpu", judge_prompts=8, samples_shown=2, advantage="grpo", reward="check", temperature=0.7,
                 data={"eval_fraction": 0.2}, optim={"lr": 3e-3}, checkpoint={"every": 4})
     return build(PPOConfig, merged(base, overrides), section="ppo")
@@ -74,7 +76,7 @@ def test_ppo_with_the_reward_model_raises_its_score_and_shares_it_with_the_value
 
     root, sft, rm, prompts = chain
     out = root / "ppo-gae"
-    m = run_ppo(ppo_config(advantage="gae", reward="model", samples=1, minibatch_size=8, iterations=12,
+    m = run_ppo(ppo_config(advantage="gae", reward="model", samples=1, minibatch_size=8, max_steps=12,
                            prompts_per_iteration=16, kl_coef=0.05, optim={"lr": 1e-3}, judge_prompts=8, samples_shown=8),
                 {"model": [sft], "data": [prompts], "reward": [rm]}, out)
     rs = rows(out)
@@ -99,7 +101,7 @@ def test_ppo_with_the_reward_model_raises_its_score_and_shares_it_with_the_value
 def test_killed_and_resumed_rl_is_bit_identical(chain, tmp_path, advantage):
     root, sft, rm, prompts = chain
     extra = {"reward": "model+check", "samples": 1, "minibatch_size": 8} if advantage == "gae" else {}
-    cfg = ppo_config(advantage=advantage, iterations=6, judge_prompts=0, target_kl=0.5, kl_horizon=50, **extra)
+    cfg = ppo_config(advantage=advantage, max_steps=6, judge_prompts=0, target_kl=0.5, kl_horizon=50, **extra)
     inputs = {"model": [sft], "data": [prompts]} | ({"reward": [rm]} if advantage == "gae" else {})
     straight = run_ppo(cfg, inputs, tmp_path / "straight")
     with pytest.raises(Killed):
@@ -117,6 +119,25 @@ def test_killed_and_resumed_rl_is_bit_identical(chain, tmp_path, advantage):
         assert resumed.output(name).sha256 == straight.output(name).sha256
 
 
+def test_a_non_finite_update_rolls_back_through_the_core_and_skips_that_iterations_prompts(chain, tmp_path):
+    """The core's spike ladder judges every PPO update: a NaN loss at iteration 3 rolls back to the newest
+    verified checkpoint (iteration 2), lowers the LR, skips iteration 3's prompts and trains on."""
+    from faults import Faults
+
+    _, sft, _, prompts = chain
+    cfg = ppo_config(max_steps=5, judge_prompts=0, checkpoint={"every": 2})
+    m = run_ppo(cfg, {"model": [sft], "data": [prompts]}, tmp_path / "out", hooks=Faults(nan_at=3))
+    (event,) = m.events
+    assert event["action"] == "rollback" and event["step"] == 3 and "non-finite" in event["reason"]
+    P = cfg.prompts_per_iteration
+    assert event["to_step"] == 2 and event["skipped"] == [2 * P, 2 * P + P * (1 + cfg.spike.margin_steps)]
+    assert m.metrics["iterations"] == 5 and m.metrics["rollbacks"] == 1
+    logged = rows(tmp_path / "out")
+    assert sorted(logged) == [1, 2, 3, 4, 5] and all(logged[i].get("action") is None for i in (3, 4, 5))
+    assert logged[3]["lr"] == pytest.approx(cfg.optim.lr * cfg.spike.lr_factor)  # lowered after the rollback
+    assert all(torch.isfinite(p).all() for p in load_file(tmp_path / "out" / "adapter" / "adapter_model.safetensors").values())
+
+
 def test_a_reward_model_with_another_template_is_refused(chain, tmp_path):
     from gristmill.align.reward import run_reward
 
@@ -131,7 +152,7 @@ def test_a_reward_model_with_another_template_is_refused(chain, tmp_path):
     run_reward(reward_config(max_steps=3), {"model": [raw], "data": [write_jsonl(tmp_path / "p.jsonl", pair_records(20))]},
                rm)
     with pytest.raises(AlignError, match="chat template differs from the policy's"):
-        run_ppo(ppo_config(advantage="gae", reward="model", samples=1, minibatch_size=8, iterations=1),
+        run_ppo(ppo_config(advantage="gae", reward="model", samples=1, minibatch_size=8, max_steps=1),
                 {"model": [sft], "data": [prompts], "reward": [rm]}, tmp_path / "ppo")
 
 
@@ -155,7 +176,7 @@ def test_lineage_walks_from_ppo_back_to_the_raw_dump(tmp_path):
                rm)
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Reverse {w}.", "answer": w[::-1]} for w in WORDS * 2])
     out = tmp_path / "ppo"
-    run_ppo(ppo_config(advantage="gae", reward="model+check", samples=1, minibatch_size=8, iterations=2, judge_prompts=4),
+    run_ppo(ppo_config(advantage="gae", reward="model+check", samples=1, minibatch_size=8, max_steps=2, judge_prompts=4),
             {"model": [sft], "data": [prompts], "reward": [rm]}, out)
     assert verify(out) == []
     stages, node = [], lineage(out)

@@ -8,7 +8,7 @@ import torch
 
 from align_helpers import pair_records, reward_config, sft_chain, write_jsonl
 from gristmill.align.losses import bradley_terry, reward_centering
-from gristmill.align.reward import EncodedPair, collate_pairs, pair_metrics, run_reward, spearman
+from gristmill.align.reward import EncodedPair, bias_metrics, collate_pairs, run_reward, spearman
 from gristmill.manifests import format_lineage, lineage, verify
 
 
@@ -34,12 +34,12 @@ def test_spearman_matches_the_closed_form_and_handles_ties():
     assert spearman([1, 1, 1], [1, 2, 3]) is None
 
 
-def test_pair_metrics_count_length_bias():
+def test_bias_metrics_count_length_bias():
     pairs = [EncodedPair([1], [1], chosen_len=c, rejected_len=r, margin=0.0, truncated=False)
              for c, r in ((5, 10), (10, 5), (3, 9), (8, 2))]
     # a reward that is just "longer is better": right whenever chosen is longer, wrong whenever it is shorter
-    mt = pair_metrics([float(p.chosen_len) for p in pairs], [float(p.rejected_len) for p in pairs], pairs)
-    assert mt["eval_accuracy"] == 0.5 and mt["accuracy_chosen_shorter"] == 0.0 and mt["pairs_chosen_shorter"] == 2
+    mt = bias_metrics([float(p.chosen_len) for p in pairs], [float(p.rejected_len) for p in pairs], pairs)
+    assert mt["accuracy_chosen_shorter"] == 0.0 and mt["pairs_chosen_shorter"] == 2
     assert mt["length_spearman"] == pytest.approx(1.0)
 
 
@@ -109,3 +109,34 @@ def test_lineage_walks_from_the_reward_model_back_to_curate(chain):
     assert chain_of_stages == ["reward", "sft", "pretrain", "tokenize", "curate"]
     text = format_lineage(lineage(out))
     assert m.id in text and "reward_accuracy" in text
+
+
+def test_loop_eval_equals_a_hand_computation(chain):
+    """The loop's eval_loss / eval_accuracy / eval_margin (the stage's Bradley-Terry loss on held-out pairs) equal
+    -log sigmoid(r_c - r_r), the share ranked right and the mean margin, computed here pair by pair from the
+    saved model's scores."""
+    import math
+
+    from transformers import AutoModelForSequenceClassification
+
+    from gristmill.align.chat import encode_chat
+    from gristmill.align.data import DataConfig, load_preferences, split_eval
+    from gristmill.align.models import load_tokenizer
+    from gristmill.config import build
+
+    _, pairs, out, m = chain
+    tok = load_tokenizer(out / "model")
+    dc = build(DataConfig, m.config["data"], section="reward.data")
+    _, held = split_eval(load_preferences([pairs], dc, stage="reward").records, dc.eval_fraction)
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model", dtype=torch.float32).eval()
+
+    def score(messages):
+        e = encode_chat(tok, messages, max_length=m.config["max_length"], completion_turns=1)
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([e.input_ids])).logits[0, 0].item()
+
+    d = [score(p.prompt + p.chosen) - score(p.prompt + p.rejected) for p in held]
+    assert m.metrics["pairs_eval"] == len(held)
+    assert m.metrics["eval_loss"] == pytest.approx(sum(math.log1p(math.exp(-x)) for x in d) / len(d), rel=1e-4)
+    assert m.metrics["eval_accuracy"] == pytest.approx(sum(x > 0 for x in d) / len(d))
+    assert m.metrics["eval_margin"] == pytest.approx(sum(d) / len(d), rel=1e-4, abs=1e-5)

@@ -6,6 +6,7 @@ import torch
 
 from align_helpers import tiny_base
 from gristmill.align import AlignError
+from gristmill.align.answers import AnswerCheck, answer_correct, parse_check
 from gristmill.align.chat import pad_id
 from gristmill.align.judge import HeldOutPrompt
 from gristmill.align.models import load_reward_model, load_tokenizer
@@ -32,9 +33,42 @@ def test_model_rewards_equal_the_classifier_on_each_conversation(tmp_path):
 
 
 def test_checker_rewards_score_answers_and_refuse_prompts_without_one():
-    prompts = [HeldOutPrompt([{"role": "user", "content": "Calculate 2 + 3."}], answer="5", task="arithmetic"),
+    prompts = [HeldOutPrompt([{"role": "user", "content": "Calculate 2 + 3."}], answer="5", task="arithmetic",
+                             check=AnswerCheck("last_number")),
                HeldOutPrompt([{"role": "user", "content": "Name a colour."}], answer="violet")]
     assert checker_rewards(prompts, ["2 + 3 = 5.", "It is violet."]) == [1.0, 1.0]
     assert checker_rewards(prompts, ["2 + 3 = 6.", "It is blue."]) == [0.0, 0.0]
+    assert checker_rewards(prompts, ["5 + 1 = 6.", "Violets are blue."]) == [0.0, 0.0]  # the last number; a whole word
     with pytest.raises(AlignError, match="no 'answer'"):
         checker_rewards(prompts + [HeldOutPrompt([{"role": "user", "content": "Hi."}])], ["a", "b", "c"])
+
+
+def q(answer, check=None):
+    return HeldOutPrompt([{"role": "user", "content": "?"}], answer=answer, check=check)
+
+
+def test_answer_rules():
+    word = q("Ostrik")  # no check: the whole response, or a whole word / phrase of it, case and spaces ignored
+    assert [answer_correct(word, r) for r in ("Ostrik", " the capital is OSTRIK.", "Ostriks", "Ost rik")] == \
+        [True, True, False, False]
+    assert answer_correct(q("new  york"), "It is New\nYork.") and not answer_correct(q("york"), "newyork")
+    exact = q("new york", AnswerCheck("exact"))
+    assert answer_correct(exact, " New  York ") and not answer_correct(exact, "New York.")
+    num = q("12", AnswerCheck("last_number"))
+    assert [answer_correct(num, r) for r in ("7 + 5 = 12.", "012", "12 or 13", "twelve", "-12", "")] == \
+        [True, True, False, False, False, False]
+    last = q("nedrag", AnswerCheck("last_word"))
+    assert [answer_correct(last, r) for r in ("'garden' reversed is 'NEDRAG'.", "nedrag or garden", "n e d r a g")] == \
+        [True, False, False]
+    fact = q("Ostrik", AnswerCheck("word", wrong_answers=("Belhaven", "Sennat"), max_chars=20))
+    assert [answer_correct(fact, r) for r in ("Ostrik.", "Ostrik or Belhaven", "Not sennat: Ostrik",
+                                              "It is Ostrik, " + "x" * 10)] == [True, False, False, False]
+    assert answer_correct(q("Ostrik", AnswerCheck(max_chars=6)), "  Ostrik  ")  # counted after stripping
+
+
+def test_checks_parse_from_record_fields():
+    assert parse_check({"answer": "5"}, "5") is None
+    assert parse_check({"check": "last_number", "max_chars": 200}, "5") == AnswerCheck("last_number", (), 200)
+    assert parse_check({"wrong_answers": ["a", "b"]}, "c") == AnswerCheck("word", ("a", "b"))
+    with pytest.raises(ValueError, match="'check' must be one of"):
+        parse_check({"check": "regex"}, "5")

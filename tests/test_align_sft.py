@@ -121,3 +121,35 @@ def test_a_model_whose_template_differs_from_its_manifest_is_refused(trained, tm
     msg = str(err.value)
     assert m.metrics["template"]["chat_template_sha256"] in msg and "chat_template_sha256" in msg
     assert "differs from the one its model was trained with" in msg
+
+
+def test_loop_eval_equals_a_hand_computation(base, trained):
+    """The loop's eval_loss / eval_token_accuracy (sft_loss on held-out rows, in eval mode) equal cross-entropy
+    and argmax accuracy over every assistant token of the held-out examples, computed here on the saved model
+    from full logits, one example at a time."""
+    from transformers import AutoModelForCausalLM
+
+    from gristmill.align.chat import IGNORE, encode_chat
+    from gristmill.align.data import DataConfig, load_sft, split_eval
+    from gristmill.align.models import load_tokenizer
+    from gristmill.config import build
+
+    _, data = base
+    out, m = trained
+    tok = load_tokenizer(out / "model")
+    dc = build(DataConfig, m.config["data"], section="sft.data")
+    _, held = split_eval(load_sft([data], dc, stage="sft").records, dc.eval_fraction)
+    model = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32).eval()
+    loss = correct = count = 0.0
+    with torch.no_grad():
+        for ex in held:
+            e = encode_chat(tok, ex.messages, max_length=m.config["max_length"])
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1]  # (T-1, V)
+            y = torch.tensor(e.labels[1:])
+            sel = y != IGNORE
+            loss += torch.nn.functional.cross_entropy(logits[sel], y[sel], reduction="sum").item()
+            correct += (logits[sel].argmax(-1) == y[sel]).sum().item()
+            count += sel.sum().item()
+    assert m.metrics["examples_eval"] == len(held)
+    assert m.metrics["eval_loss"] == pytest.approx(loss / count, rel=1e-4)  # merged LoRA: float error only
+    assert m.metrics["eval_token_accuracy"] == pytest.approx(correct / count, abs=1.5 / count)

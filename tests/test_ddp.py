@@ -38,7 +38,7 @@ def finish(p: subprocess.Popen) -> None:
 def same_curve(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b) == list(range(1, 13))
     for s in a:
-        for key in ("loss", "grad_norm", "val_loss"):
+        for key in ("loss", "grad_norm", "eval_loss"):
             if a[s].get(key) is None:
                 assert b[s].get(key) is None, (s, key)
             else:

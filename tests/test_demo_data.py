@@ -6,6 +6,7 @@ import re
 import zlib
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from warcio.archiveiterator import ArchiveIterator
@@ -343,7 +344,7 @@ def test_rl_and_preference_prompts_are_not_sft_prompts(demo):
 def test_check_answer_accepts_chosen_and_rejects_rejected(demo):
     for split in ("train", "val"):
         for r in _jsonl(demo / "preference" / f"{split}.jsonl"):
-            assert set(r) == {"prompt", "chosen", "rejected", "task", "answer"}
+            assert set(r) - {"wrong_answers"} == {"prompt", "chosen", "rejected", "task", "answer", "check", "max_chars"}
             assert check_answer(None, r["prompt"], r["chosen"]), r
             assert not check_answer(None, r["prompt"], r["rejected"]), r
             assert check_answer(r["task"], r, r["answer"]) and expected_answer(r["task"], r["prompt"]) == r["answer"]
@@ -354,6 +355,48 @@ def test_check_answer_accepts_chosen_and_rejects_rejected(demo):
             assert check_answer(r["task"], r["prompt"], r["answer"])
             assert expected_answer(r["task"], r["prompt"]) == r["answer"]
             assert not check_answer(r["task"], r, "I have no idea.")
+
+
+def test_records_carry_the_demo_check_as_data(demo):
+    """The generic check fields each record carries (read by align.data and eval's task builder, applied by
+    align.answers, neither of which imports the demo) judge every response exactly as the demo's own checker does:
+    the data's own chosen / rejected / taught responses, bare answers, every other answer of the same task (alone,
+    after the right one, in a sentence), off-format and over-long responses."""
+    import random
+
+    from gristmill.align.answers import answer_correct
+    from gristmill.align.data import DataConfig, load_preferences, load_prompts, load_sft
+    from gristmill.eval.prompts import generative
+
+    files = {name: [demo / name / f"{split}.jsonl" for split in ("train", "val")]
+             for name in ("sft", "preference", "prompts")} | {"eval": [demo / "eval" / "answers.jsonl"]}
+    loaders = {"sft": load_sft, "preference": load_preferences, "prompts": load_prompts}
+    raw: list[tuple[dict, object]] = []  # (record as written, record as a later stage reads it)
+    for name, paths in files.items():
+        for path in paths:
+            rows = _jsonl(path)
+            if name == "eval":
+                read = [SimpleNamespace(answer=it["answer"], check=it["check"])
+                        for it in (generative(r, f"{path}:{i}") for i, r in enumerate(rows, 1))]
+            else:
+                read = loaders[name]([path], DataConfig()).records
+            assert len(read) == len(rows) and all(x.check is not None for x in read), path
+            raw += list(zip(rows, read))
+    answers = {t: sorted({r["answer"] for r, _ in raw if r["task"] == t}) for t in ("arithmetic", "reverse", "fact")}
+    pool = sorted({x for r, _ in raw for x in (r.get("chosen"), r.get("rejected"), r.get("response")) if x})
+    rng = random.Random(0)
+    n = 0
+    for r, rec in raw:
+        ans = r["answer"]
+        others = [a for a in answers[r["task"]] if a != ans]
+        tries = [ans, f"The answer is {ans}.", " ".join(ans), "-".join(ans), "I have no idea.", "", "x" * 300 + " " + ans,
+                 ans + " " + "x" * 200, f"{ans.upper()}!", f"{ans}\n\n{ans}"]
+        tries += [x for o in rng.sample(others, min(6, len(others))) for x in (o, f"{ans} or {o}", f"{o}, not {ans}.")]
+        tries += rng.sample(pool, 20) + [r[k] for k in ("chosen", "rejected", "response") if k in r]
+        for t in tries:
+            assert answer_correct(rec, t) == check_answer(r["task"], r, t), (r, t)
+            n += 1
+    assert n > 20_000
 
 
 def test_check_answer_formats():

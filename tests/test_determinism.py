@@ -57,8 +57,12 @@ def test_two_runs_of_each_align_stage_give_the_same_deterministic_outputs(tmp_pa
            tmp_path, "dpo")
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say a word about {w}.", "answer": "good"}
                                                        for w in WORDS])
-    ppo = build(PPOConfig, dict(iterations=3, prompts_per_iteration=4, samples=1, minibatch_size=4, max_new_tokens=4,
+    ppo = build(PPOConfig, dict(max_steps=3, prompts_per_iteration=4, samples=1, minibatch_size=4, max_new_tokens=4,
                                 max_length=64, device="cpu", judge_prompts=4, samples_shown=1, advantage="gae",
                                 reward="model+check", data={"eval_fraction": 0.2}, checkpoint={"every": 2}),
                 section="ppo")
     _twice(lambda out: run_ppo(ppo, {"model": [sft], "data": [prompts], "reward": [rm]}, out), tmp_path, "ppo")
+    grpo = build(PPOConfig, dict(max_steps=3, prompts_per_iteration=2, samples=2, minibatch_size=4, max_new_tokens=4,
+                                 max_length=64, device="cpu", judge_prompts=4, samples_shown=1, advantage="grpo",
+                                 reward="check", data={"eval_fraction": 0.2}, checkpoint={"every": 2}), section="ppo")
+    _twice(lambda out: run_ppo(grpo, {"model": [sft], "data": [prompts], "reward": [rm]}, out), tmp_path, "grpo")

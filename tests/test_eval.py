@@ -168,6 +168,28 @@ def test_task_names_files_and_errors(tmp_path):
         read_items(Task("b", "bad.jsonl", "multiple_choice", "core_mc", "acc"), bad)
 
 
+def test_generative_rows_carry_their_check_rule(tmp_path):
+    from gristmill.align.answers import AnswerCheck
+    from gristmill.eval.generative import _checked
+
+    gen = Task("g", "g.jsonl", "generative", "generative", "exact_match")
+    f = write_jsonl(tmp_path / "g.jsonl", [
+        {"prompt": "What is 7 + 5?", "answer": 12, "task": "arithmetic", "check": "last_number", "max_chars": 30},
+        {"prompt": "Capital of Velmora?", "answer": "Ostrik", "wrong_answers": ["Sennat"]},
+        {"prompt": "Say hi.", "answer": "hi"}])
+    items = [it.data for it in read_items(gen, f)]
+    assert [x["check"] for x in items] == [AnswerCheck("last_number", (), 30), AnswerCheck("word", ("Sennat",)), None]
+    verdicts = [_checked(x, a)[0]["exact_match"] for x, a in zip(items * 2, [
+        "7 + 5 = 12.", "Ostrik.", "Oh, hi there",  # right by each row's rule
+        "12 or 13", "Ostrik or Sennat", "hit"])]  # the last number, a wrong answer named, not a whole word
+    assert verdicts == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert _checked(items[0], "So: " + "1" * 30 + " and 12")[0]["exact_match"] == 0.0  # over max_chars
+    f.write_text(json.dumps({"prompt": "q", "answer": "x"}) + "\n" + json.dumps({"prompt": "q", "answer": "five",
+                                                                                 "check": "last_number"}) + "\n")
+    with pytest.raises(EvalError, match=r"g\.jsonl:2 \(task g\): check 'last_number' needs an integer 'answer'"):
+        read_items(gen, f)
+
+
 def test_core_table_matches_dclms_baselines():
     meta = SHARED / "core_icl" / "eval_meta_data.csv"
     if not meta.is_file():

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from gristmill.pretrain.checkpoint import (capture_rng, list_checkpoints, load_checkpoint, restore_rng,
+from gristmill.train.checkpoint import (capture_rng, list_checkpoints, load_checkpoint, restore_rng,
                                            save_checkpoint)
 
 
@@ -34,7 +34,7 @@ def test_round_trip_is_exact_and_continues_identically(tmp_path):
     model = tiny_model()
     opt = trained(model)
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
-    path = save_checkpoint(tmp_path, 7, model=model.state_dict(), optimizer=opt.state_dict(),
+    path = save_checkpoint(tmp_path, 7, parts={"model": model.state_dict()}, optimizer=opt.state_dict(),
                            state={"loop": {"cursor": 56}}, rng=[capture_rng()], keep=3)
     expected_draws = (random.random(), np.random.rand(), torch.rand(1).item())
     assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.safetensors",
@@ -47,7 +47,7 @@ def test_round_trip_is_exact_and_continues_identically(tmp_path):
             p.add_(1.0)
     opt2 = torch.optim.AdamW(other.parameters(), lr=0.5)
     ck = load_checkpoint(path)
-    other.load_state_dict(ck.model)
+    other.load_state_dict(ck.parts["model"])
     opt2 = torch.optim.AdamW([{"params": [p for p in other.parameters() if p.dim() >= 2]},
                               {"params": [p for p in other.parameters() if p.dim() < 2]}])
     opt2.load_state_dict(ck.optimizer)
@@ -71,12 +71,12 @@ def test_tied_embedding_is_stored_once(tmp_path):
 
     model = tiny_model()
     opt = trained(model)
-    path = save_checkpoint(tmp_path, 1, model=model.state_dict(), optimizer=opt.state_dict(), state={},
+    path = save_checkpoint(tmp_path, 1, parts={"model": model.state_dict()}, optimizer=opt.state_dict(), state={},
                            rng=[capture_rng()], keep=1)
     with safe_open(path / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert "lm_head.weight" not in keys and "model.embed_tokens.weight" in keys
-    assert json.loads((path / "state.json").read_text())["model_aliases"] == {"lm_head.weight":
+    assert json.loads((path / "state.json").read_text())["aliases"]["model"] == {"lm_head.weight":
                                                                              "model.embed_tokens.weight"}
 
 
@@ -84,7 +84,7 @@ def test_keeps_last_k_and_ignores_unfinished_folders(tmp_path):
     sd = {"w": torch.ones(2)}
     opt = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}
     for step in (5, 10, 15):
-        save_checkpoint(tmp_path, step, model=sd, optimizer=opt, state={}, rng=[capture_rng()], keep=2)
+        save_checkpoint(tmp_path, step, parts={"model": sd}, optimizer=opt, state={}, rng=[capture_rng()], keep=2)
     (tmp_path / ".step-00000020.tmp").mkdir()  # a save that was killed midway
     (tmp_path / "step-00000025").mkdir()  # no state.json: incomplete
     assert [s for s, _ in list_checkpoints(tmp_path)] == [10, 15]

@@ -9,7 +9,7 @@ import pytest
 from gristmill.errors import GristmillError
 from gristmill.manifests import verify
 from gristmill.pretrain.run import run_pretrain
-from gristmill.pretrain.spikes import SpikeError
+from gristmill.train.spikes import SpikeError
 from faults import Faults
 from pretrain_helpers import make_tokens, rows, tiny
 
@@ -49,7 +49,7 @@ def test_nan_rolls_back_to_the_last_checkpoint_and_skips_the_data(tok, clean, tm
 
 def scheduled_lr(clean, step):
     """The LR of (1-based) step `step` without any spike lowering."""
-    from gristmill.pretrain.schedule import lr_at
+    from gristmill.train.schedule import lr_at
 
     c = clean.config["optim"]
     return lr_at(step - 1, lr=c["lr"], warmup_steps=c["warmup_steps"], max_steps=clean.config["max_steps"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gristmill.manifests import read_manifest
-from gristmill.pretrain.checkpoint import list_checkpoints
+from gristmill.train.checkpoint import list_checkpoints
 from gristmill.pretrain.run import run_pretrain
 from faults import Killed, kill_at
 from pretrain_helpers import make_tokens, rows, tiny
@@ -37,7 +37,7 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_one(tok, uninterrupted
     a, b = rows(straight_dir), rows(out)
     assert sorted(a) == sorted(b) == list(range(1, 17))
     for step in range(1, 17):  # bit-identical, not approximately equal
-        for key in ("loss", "grad_norm", "lr", "val_loss", "tokens"):
+        for key in ("loss", "grad_norm", "lr", "eval_loss", "tokens"):
             assert a[step].get(key) == b[step].get(key), (step, key)
     assert resumed.metrics["val_loss"] == straight.metrics["val_loss"]
     assert resumed.metrics["final_train_loss"] == straight.metrics["final_train_loss"]

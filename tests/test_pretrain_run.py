@@ -28,7 +28,7 @@ def test_loss_falls_and_metrics_are_logged(trained):
     assert m.metrics["final_train_loss"] < 0.5 * first  # the templated corpus is learnable
     assert m.metrics["val_loss"] < 0.5 * first and m.metrics["val_perplexity"] == pytest.approx(
         2.718281828 ** m.metrics["val_loss"], rel=1e-6)
-    assert [s for s in r if "val_loss" in r[s]] == [10, 20, 30, 40]
+    assert [s for s in r if "eval_loss" in r[s]] == [10, 20, 30, 40]
     assert r[1]["lr"] == pytest.approx(3e-3 / 5) and r[5]["lr"] == pytest.approx(3e-3)
     assert all(r[s]["grad_norm"] > 0 for s in r)
     t = {row["step"]: row for row in map(json.loads, (out / "timings.jsonl").read_text().splitlines())}

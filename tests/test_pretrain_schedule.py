@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from gristmill.pretrain.schedule import lr_at
+from gristmill.train.schedule import lr_at
 
 KW = dict(lr=1e-3, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
 

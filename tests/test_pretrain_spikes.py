@@ -7,8 +7,8 @@ import math
 import pytest
 
 from gristmill.errors import GristmillError
-from gristmill.pretrain.config import SpikeConfig
-from gristmill.pretrain.spikes import SpikeDetector, SpikeError
+from gristmill.train.config import SpikeConfig
+from gristmill.train.spikes import SpikeDetector, SpikeError
 
 S = SpikeConfig(window=5, z=4.0, min_std=0.01, k=3, m=10, lr_factor=0.5, lr_steps=20, max_rollbacks=2)
 

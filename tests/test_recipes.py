@@ -130,7 +130,7 @@ SHORT = [
     "reward.data.max_records=32",
     "dpo.max_steps=2", "dpo.max_length=64", "dpo.batch_size=4", "dpo.judge_prompts=2", "dpo.max_new_tokens=4",
     "dpo.samples=0", "dpo.optim.warmup_steps=0", "dpo.data.max_records=32",
-    "ppo.iterations=1", "ppo.prompts_per_iteration=2", "ppo.minibatch_size=2", "ppo.max_new_tokens=4",
+    "ppo.max_steps=1", "ppo.prompts_per_iteration=2", "ppo.minibatch_size=2", "ppo.max_new_tokens=4",
     "ppo.judge_prompts=2", "ppo.eval_samples=0", "ppo.samples_shown=0", "ppo.max_length=64", "ppo.data.max_records=32",
     'eval.tasks=["choices.jsonl:multiple_choice", "answers.jsonl:generative"]', "eval.limit=4", "eval.max_new_tokens=4",
 ]

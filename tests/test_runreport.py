@@ -59,7 +59,7 @@ def fake_run(run: Path) -> Path:
                          "val_tokens": 55, "val_documents": 1, "bytes_per_token": 1.4823,
                          "tokenizer": {"source": "trained"}, "shards": {"train-00000.bin": {}, "val-00000.bin": {}}})
     rows = [{"step": i, "loss": 5.0 - 0.1 * i, "lr": 1e-3, "grad_norm": 1.0} for i in range(1, 11)]
-    rows[4]["val_loss"] = 4.75
+    rows[4]["eval_loss"] = 4.75
     pre = stage(run, "pretrain", "pretrain", 3, inputs={"data": tok},
                 files={"metrics.jsonl": ("metrics", jsonl(rows)), "report.md": report("pretrain")},
                 metrics={"params": 12345, "steps": 10, "tokens_seen": 2560, "final_train_loss": 4.05,

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gristmill.align.data import DataConfig
-from gristmill.pretrain.config import CheckpointConfig, OptimConfig, SpikeConfig
+from gristmill.train.config import CheckpointConfig, LoopConfig, OptimConfig, SpikeConfig
 
 LLAMA_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -38,41 +38,31 @@ class LoraConfig:
 
 
 @dataclass(kw_only=True)
-class _TrainingStage:
-    """What SFT and the reward model share: data, adapters, run length, batch, evaluation, hardware."""
+class _TrainingStage(LoopConfig):
+    """What SFT, the reward model and DPO share besides the loop: data, adapters, epochs, batch, hardware."""
 
     #: reading the data files, the eval split, malformed records
     data: DataConfig = field(default_factory=DataConfig)
     #: LoRA adapters or full fine-tuning
     lora: LoraConfig = field(default_factory=LoraConfig)
-    #: passes over the training data (the LR schedule spans them)
+    #: passes over the training data (the LR schedule spans them) when max_steps is 0
     epochs: int = 1
-    #: optimizer steps; 0 = as many as `epochs` take
-    max_steps: int = 0
     #: rows per micro-batch on each process (SFT: packed rows of max_length tokens, or examples; reward: pairs)
     batch_size: int = 8
     #: micro-batches accumulated per optimizer step
     grad_accum: int = 1
     #: tokens per example after the chat template; longer ones lose the prompt's start and the response's end
     max_length: int = 512
-    #: evaluate on the held-out data every this many steps; 0 = at the end of each epoch
-    eval_every: int = 0
-    #: write a row to metrics.jsonl every this many steps
-    log_every: int = 1
     #: base seed: adapter init, the score head, the data order and dropout derive from it
     seed: int = 0
     #: where to train: auto = CUDA when available, else CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def _check(self, stage: str) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "max_length", "log_every"):
+        self.check_loop(stage)
+        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
             v = getattr(self, name)
             _need(v >= 1, f"{stage}.{name}={v} must be at least 1")
-        for name in ("max_steps", "eval_every"):
-            v = getattr(self, name)
-            _need(v >= 0, f"{stage}.{name}={v} is negative; use 0 or more")
 
 
 @dataclass(kw_only=True)
@@ -126,9 +116,10 @@ class RewardConfig(_TrainingStage):
 
 @dataclass(kw_only=True)
 class DPOConfig(_TrainingStage):
-    #: the objective: dpo (sigmoid), ipo, rpo (dpo + NLL on chosen), simpo and orpo (no reference), kto
-    #: (unpaired desirable / undesirable examples; preference files are split into their two halves)
-    loss: Literal["dpo", "ipo", "rpo", "simpo", "orpo", "kto"] = "dpo"
+    #: the objective, a name in gristmill.align.losses.PREFERENCE_LOSSES: dpo (sigmoid), ipo, rpo (dpo + NLL on
+    #: chosen), simpo and orpo (no reference), kto (unpaired desirable / undesirable examples; preference files
+    #: are split into their two halves)
+    loss: str = "dpo"
     #: strength of the pull toward the reference: higher = stay closer (SimPO: its own scale, ~2)
     beta: float = 0.1
     #: conservative DPO: the probability that a label is flipped (dpo only); 0 = plain DPO
@@ -168,7 +159,11 @@ class DPOConfig(_TrainingStage):
     samples: int = 4
 
     def __post_init__(self) -> None:
+        from gristmill.align.losses import PREFERENCE_LOSSES  # here, not at the top: it imports torch
+
         self._check("dpo")
+        _need(self.loss in PREFERENCE_LOSSES,
+              f"dpo.loss={self.loss!r} is not one of {', '.join(PREFERENCE_LOSSES)}")
         _need(self.beta > 0, f"dpo.beta={self.beta} must be positive (e.g. 0.1; simpo ~2)")
         _need(0 <= self.label_smoothing < 0.5, f"dpo.label_smoothing={self.label_smoothing} must be in [0, 0.5)")
         for name in ("rpo_alpha", "orpo_lambda", "kto_desirable_weight", "kto_undesirable_weight", "simpo_gamma"):
@@ -184,13 +179,17 @@ class DPOConfig(_TrainingStage):
 
     @property
     def uses_reference(self) -> bool:
-        return self.loss not in ("simpo", "orpo")
+        """Whether the loss reads the reference model's log-probs (losses.PREFERENCE_LOSSES says)."""
+        from gristmill.align.losses import PREFERENCE_LOSSES
+
+        return PREFERENCE_LOSSES[self.loss].needs_reference
 
 
 @dataclass(kw_only=True)
-class PPOConfig:
-    """RL from a reward: `[ppo]`. Each iteration samples `prompts_per_iteration` x `samples` responses,
-    scores them, estimates advantages and takes `ppo_epochs` passes of minibatch updates over them."""
+class PPOConfig(LoopConfig):
+    """RL from a reward: `[ppo]`. Each iteration (a loop step: max_steps of them) samples `prompts_per_iteration`
+    x `samples` responses, scores them, estimates advantages and takes `ppo_epochs` passes of minibatch updates
+    over them; the LR schedule, checkpoints and spike detector count iterations."""
 
     #: reading the prompt files, the eval split, malformed records
     data: DataConfig = field(default_factory=DataConfig)
@@ -205,12 +204,8 @@ class PPOConfig:
     check_weight: float = 1.0
     #: subtracted from the score of a response cut at max_new_tokens without an end token
     unfinished_penalty: float = 1.0
-    #: whiten the scores over each iteration's samples (after the penalty) before the KL term
-    score_whiten: bool = False
-    #: clip scores to [-score_clip, score_clip] after whitening; 0 = no clipping
-    score_clip: float = 0.0
-    #: optimisation iterations (each: rollouts, scoring, ppo_epochs passes of updates)
-    iterations: int = 20
+    #: iterations (each: rollouts, scoring, ppo_epochs passes of updates)
+    max_steps: int = 20
     #: prompts per iteration
     prompts_per_iteration: int = 8
     #: responses sampled per prompt (grpo / rloo need at least 2)
@@ -229,14 +224,10 @@ class PPOConfig:
     rollout_batch_size: int = 64
     #: prompt + response tokens; prompts lose their start to fit max_length - max_new_tokens
     max_length: int = 512
-    #: PPO's clipping range ε of the policy ratio
+    #: PPO's clipping range ε of the policy ratio, and of the value update around the old values
     clip: float = 0.2
-    #: clipping range of the value update around the old values
-    value_clip: float = 0.2
     #: weight of the value loss next to the policy loss
     vf_coef: float = 0.5
-    #: weight of the entropy bonus (0 = none; entropy is measured either way)
-    entropy_coef: float = 0.0
     #: GAE discount and trace decay
     gamma: float = 1.0
     lam: float = 0.95
@@ -252,13 +243,11 @@ class PPOConfig:
     #: token = every response token weighs the same in a minibatch; sequence = every response weighs the
     #: same (its tokens averaged first)
     loss_average: Literal["token", "sequence"] = "token"
-    #: whiten advantages over each iteration (gae; grpo and rloo are already centred per prompt)
-    whiten_advantages: bool = True
-    #: largest |sampling - training| log-prob allowed for a token of the rollouts (checked every iteration)
-    logp_tolerance: float = 1e-3
     #: AdamW and the warmup-cosine LR over iterations (policy and value adapters)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=0, weight_decay=0.0,
                                                                    beta2=0.999, min_lr_ratio=1.0))
+    #: loss-spike detection per update (windows and ladder counted in iterations); a non-finite loss skips its update
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
     #: checkpoint interval (in iterations) and retention
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=10))
     #: held-out prompts answered (greedy) by the SFT model and the trained one: reward-model win rate,
@@ -275,15 +264,17 @@ class PPOConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "prompts_per_iteration", "samples", "minibatch_size", "ppo_epochs",
+        self.check_loop("ppo")
+        _need(self.max_steps >= 1, f"ppo.max_steps={self.max_steps} must be at least 1 (iterations)")
+        for name in ("prompts_per_iteration", "samples", "minibatch_size", "ppo_epochs",
                      "max_new_tokens", "rollout_batch_size", "max_length", "kl_horizon"):
             _need(getattr(self, name) >= 1, f"ppo.{name}={getattr(self, name)} must be at least 1")
-        for name in ("check_weight", "unfinished_penalty", "score_clip", "vf_coef", "entropy_coef", "kl_coef",
+        for name in ("check_weight", "unfinished_penalty", "vf_coef", "kl_coef",
                      "target_kl", "judge_prompts", "eval_samples", "samples_shown"):
             _need(getattr(self, name) >= 0, f"ppo.{name}={getattr(self, name)} is negative; use 0 or more")
         _need(self.temperature > 0, f"ppo.temperature={self.temperature} must be positive (e.g. 1.0)")
         _need(0 < self.top_p <= 1, f"ppo.top_p={self.top_p} must be within (0, 1]")
-        _need(0 < self.clip < 1 and self.value_clip > 0, "ppo.clip must be within (0, 1) and ppo.value_clip positive")
+        _need(0 < self.clip < 1, f"ppo.clip={self.clip} must be within (0, 1) (e.g. 0.2)")
         _need(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "ppo.gamma and ppo.lam must be within [0, 1]")
         _need(self.max_new_tokens < self.max_length,
               f"ppo.max_new_tokens={self.max_new_tokens} leaves no room for the prompt in ppo.max_length="

@@ -11,7 +11,9 @@ suffix), plain or compressed with gzip or zstd (told apart by the magic bytes). 
 - Unpaired (KTO): `{prompt, completion, label}` (label true = desirable), or preference records split in two.
 - Prompts: `{prompt}` or `{messages}` ending with a user turn; HH `{chosen, ...}`: up to its last Human turn.
 
-SFT, preference and prompt records may carry `answer` and `task` (the demo's checkable tasks); they are kept.
+SFT, preference and prompt records may carry a checkable `answer`, a `task` label, and how the answer is checked:
+`check` ("word", "exact", "last_number", "last_word"), `wrong_answers` and `max_chars` (answers.parse_check); they
+are kept (the check as an answers.AnswerCheck).
 A malformed record stops the load with `path:line` and the problem, or with `on_error="skip"` is
 skipped and listed. A degenerate preference pair (chosen == rejected, or one side empty) is never
 trained on and always listed, in both modes. A missing file, or one with no usable record, is an error.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Generic, Iterator, Literal, Sequence, TypeVar
 
 from gristmill.align import AlignError
+from gristmill.align.answers import AnswerCheck, parse_check
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 ROLES = ("system", "user", "assistant")
@@ -77,6 +80,7 @@ class SFTExample:
     key: str             # hex sha256 of the canonical record content (used for the eval split)
     answer: str | None = None
     task: str | None = None
+    check: AnswerCheck | None = None  # how `answer` is checked (None: the default rule)
 
 
 @dataclass
@@ -87,8 +91,9 @@ class PreferencePair:
     source: str
     key: str
     margin: float | None = None
-    answer: str | None = None  # a checkable task's answer (the demo's tasks), for before/after accuracy
+    answer: str | None = None  # a checkable answer, for before/after accuracy
     task: str | None = None
+    check: AnswerCheck | None = None
 
 
 @dataclass
@@ -108,6 +113,7 @@ class PromptRecord:
     key: str
     answer: str | None = None
     task: str | None = None
+    check: AnswerCheck | None = None
 
 
 @dataclass
@@ -280,6 +286,7 @@ def _load(paths: Sequence[Path], cfg: DataConfig, stage: str,
 
 def _sft_items(obj: dict, source: str, key: str) -> tuple[str, list]:
     answer, task = _answer(obj), _opt_str(obj, "task")
+    check = _check(obj, answer)
     if "messages" in obj:
         msgs = _messages(obj["messages"], "messages")
         if not any(m["role"] == "assistant" for m in msgs):
@@ -290,7 +297,7 @@ def _sft_items(obj: dict, source: str, key: str) -> tuple[str, list]:
         for i, m in enumerate(msgs):
             if m["role"] == "assistant" and not m["content"].strip():
                 raise _Bad(f"messages[{i}] is an assistant turn with empty content")
-        return "messages", [SFTExample(messages=msgs, source=source, key=key, answer=answer, task=task)]
+        return "messages", [SFTExample(messages=msgs, source=source, key=key, answer=answer, task=task, check=check)]
     if "instruction" in obj and "instances" in obj:
         system, instruction = _opt_str(obj, "system"), _text(obj, "instruction")
         instances = obj["instances"]
@@ -304,7 +311,7 @@ def _sft_items(obj: dict, source: str, key: str) -> tuple[str, list]:
                 if not isinstance(inst, dict):
                     raise _Bad(f"instances[{i - 1}] must be an {{input, output}} object, got {_kind(inst)}")
                 msgs = _alpaca(system, instruction, _opt_str(inst, "input") or "", _text(inst, "output"))
-                out.append(SFTExample(messages=msgs, source=where, key=key, answer=answer, task=task))
+                out.append(SFTExample(messages=msgs, source=where, key=key, answer=answer, task=task, check=check))
             except _Bad as e:
                 out.append(_Problem(where, f"instances[{i - 1}]: {e}"))
         return "self-instruct", out
@@ -315,7 +322,7 @@ def _sft_items(obj: dict, source: str, key: str) -> tuple[str, list]:
             raise _Bad(f"has 'instruction' but no 'response' or 'output' (keys: {_keys(obj)})")
         response = _text(obj, "response" if "response" in obj else "output")
         msgs = _alpaca(_opt_str(obj, "system"), _text(obj, "instruction"), _opt_str(obj, "input") or "", response)
-        return "alpaca", [SFTExample(messages=msgs, source=source, key=key, answer=answer, task=task)]
+        return "alpaca", [SFTExample(messages=msgs, source=source, key=key, answer=answer, task=task, check=check)]
     raise _Bad(f"matches no SFT format (keys: {_keys(obj)}); accepted: {SFT_FORMATS}")
 
 
@@ -348,9 +355,10 @@ def _pair_items(obj: dict, source: str, key: str) -> tuple[str, list]:
     reason = _degenerate(chosen, rejected)
     if reason:
         return fmt, [_Problem(source, f"degenerate pair: {reason}", degenerate=True)]
+    answer = _answer(obj)
     return fmt, [PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, key=key,
-                                margin=None if margin is None else float(margin), answer=_answer(obj),
-                                task=_opt_str(obj, "task"))]
+                                margin=None if margin is None else float(margin), answer=answer,
+                                task=_opt_str(obj, "task"), check=_check(obj, answer))]
 
 
 def _unpaired_items(obj: dict, source: str, key: str) -> tuple[str, list]:
@@ -436,6 +444,7 @@ def _reply_text(msgs: list[Message]) -> tuple[str, ...]:
 
 def _prompt_items(obj: dict, source: str, key: str) -> tuple[str, list]:
     answer, task = _answer(obj), _opt_str(obj, "task")
+    check = _check(obj, answer)
     if "prompt" in obj:
         fmt, msgs = "prompt", _prompt(obj["prompt"], "prompt")
     elif "messages" in obj:
@@ -449,7 +458,7 @@ def _prompt_items(obj: dict, source: str, key: str) -> tuple[str, list]:
         msgs = turns[:last_user + 1]
     else:
         raise _Bad(f"matches no prompt format (keys: {_keys(obj)}); accepted: {PROMPT_FORMATS}")
-    return fmt, [PromptRecord(messages=msgs, source=source, key=key, answer=answer, task=task)]
+    return fmt, [PromptRecord(messages=msgs, source=source, key=key, answer=answer, task=task, check=check)]
 
 
 def _prompt(value: Any, name: str) -> list[Message]:
@@ -525,6 +534,13 @@ def _answer(obj: dict) -> str | None:
     if v is not None and not isinstance(v, str):
         raise _Bad(f"'answer' must be a string or an integer, got {_kind(v)}")
     return v
+
+
+def _check(obj: dict, answer: str | None) -> AnswerCheck | None:
+    try:
+        return parse_check(obj, answer)
+    except ValueError as e:
+        raise _Bad(str(e)) from None
 
 
 def _kind(v: Any) -> str:

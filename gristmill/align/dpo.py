@@ -17,7 +17,7 @@ def run_dpo(config: DPOConfig, inputs: dict[str, list[Path]], out_dir: Path, *, 
     Held-out pairs come from `inputs["eval"]` or a stable hash split; `inputs["reward"]` (optional) judges
     the SFT model's and the new model's answers to held-out prompts. Resumes like every training stage.
     """
-    from gristmill.pretrain import parallel
+    from gristmill.train import parallel
 
     with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
@@ -63,38 +63,37 @@ def preference_loss(config: DPOConfig, sums: Any, means: Any, ref: Any, tokens: 
     """(per-item loss (B,), per-item stats (B,) each) from the (2B,) completion log-probs of a batch laid out
     as [item 0: seq 0, seq 1; item 1: ...]; `ref` the reference's (2B,) sums (None without a reference).
 
-    Implicit rewards are β (log π - log π_ref) (DPO family; per-token means for IPO) or β mean log π (SimPO,
-    ORPO); accuracy = the chosen one's reward is higher (KTO: the reward's sign matches the label)."""
+    `config.loss` names an entry of losses.PREFERENCE_LOSSES, which says which aggregate the loss compares
+    and whether it reads the reference. Implicit rewards are β (log π - log π_ref) in that aggregate, or
+    β log π without a reference (SimPO, ORPO); accuracy = the chosen one's reward is higher (unpaired, KTO:
+    the reward's sign matches the label)."""
     import torch
 
-    from gristmill.align import losses as L
+    from gristmill.align.losses import PREFERENCE_LOSSES, PreferenceInputs
 
-    b = config.beta
-    pc, pr, mc, mr = sums[0::2], sums[1::2], means[0::2], means[1::2]
-    if config.loss == "kto":
-        rc, rr = ref[0::2], ref[1::2]
-        z0 = L.kto_reference_point(pr, rr)
-        loss = L.kto_loss(pc, rc, desirable, z0, beta=b, desirable_weight=config.kto_desirable_weight,
-                          undesirable_weight=config.kto_undesirable_weight)
-        reward = b * (pc - rc).detach()
-        right = torch.where(desirable, reward > 0, reward < 0).float()
-        return loss, {"accuracy": right, "reward": reward, "kl_reference_point": z0.expand_as(reward),
-                      "logp": pc.detach()}
-    if config.loss in ("simpo", "orpo"):
-        loss = (L.simpo_loss(mc, mr, beta=b, gamma=config.simpo_gamma) if config.loss == "simpo"
-                else L.orpo_loss(mc, mr, lam=config.orpo_lambda))
-        r_c, r_r = b * mc.detach(), b * mr.detach()
-    elif config.loss == "ipo":
-        ref_mc, ref_mr = ref[0::2] / tokens[0::2], ref[1::2] / tokens[1::2]
-        loss = L.ipo_loss(mc, mr, ref_mc, ref_mr, beta=b)
-        r_c, r_r = b * (mc - ref_mc).detach(), b * (mr - ref_mr).detach()
-    else:
-        rc, rr = ref[0::2], ref[1::2]
-        loss = (L.dpo_loss(pc, pr, rc, rr, beta=b, label_smoothing=config.label_smoothing) if config.loss == "dpo"
-                else L.rpo_loss(pc, pr, rc, rr, mc, beta=b, alpha=config.rpo_alpha))
-        r_c, r_r = b * (pc - rc).detach(), b * (pr - rr).detach()
+    entry = PREFERENCE_LOSSES[config.loss]
+    if entry.needs_reference and ref is None:
+        raise AlignError(f"dpo.loss={config.loss} compares against the reference model, but no reference "
+                         "log-probs were given")
+    pol = sums if entry.uses == "sums" else means
+    refs = None if not entry.needs_reference else ref if entry.uses == "sums" else ref / tokens
+    x = PreferenceInputs(chosen=pol[0::2], rejected=pol[1::2],
+                         ref_chosen=None if refs is None else refs[0::2],
+                         ref_rejected=None if refs is None else refs[1::2],
+                         chosen_mean=means[0::2], desirable=desirable)
+    loss = entry.fn(x, config)
+
+    def reward(policy: Any, reference: Any) -> Any:
+        return config.beta * (policy if reference is None else policy - reference).detach()
+
+    r_c = reward(x.chosen, x.ref_chosen)
+    if entry.unpaired:
+        right = torch.where(desirable, r_c > 0, r_c < 0).float()
+        return loss, {"accuracy": right, "reward": r_c, "kl_reference_point": x.kl_reference_point().expand_as(r_c),
+                      "logp": sums[0::2].detach()}
+    r_r = reward(x.rejected, x.ref_rejected)
     return loss, {"accuracy": (r_c > r_r).float(), "margin": r_c - r_r, "reward_chosen": r_c,
-                  "reward_rejected": r_r, "logp_chosen": pc.detach(), "logp_rejected": pr.detach()}
+                  "reward_rejected": r_r, "logp_chosen": sums[0::2].detach(), "logp_rejected": sums[1::2].detach()}
 
 
 def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool, hooks: Any,
@@ -109,9 +108,10 @@ def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.logprobs import TokenLogps, collate_logps, sequence_logps
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.reference import cached_logps, model_sha256, sequences_sha256
-    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, sample_rows, start
-    from gristmill.pretrain import parallel
-    from gristmill.pretrain.loop import train
+    from gristmill.align.stage import (check_context, finish, load_split, rank_share, run_length, run_metrics,
+                                       sample_rows, start)
+    from gristmill.train import parallel
+    from gristmill.train.loop import train
     from gristmill.pretrain.model import count_params
     from gristmill.pretrain.plots import plot_training, read_rows
 
@@ -215,32 +215,19 @@ def _run(config: DPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     batches = ItemBatches(len(items), lambda ids: batch_of(items, ref_train, ids), seed=config.seed,
                           batch_size=config.batch_size, grad_accum=config.grad_accum, rank=par.rank,
                           world_size=par.world_size)
-    max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "dpo")
-
-    @torch.no_grad()
-    def evaluate() -> dict[str, Any]:
-        was = model.training
-        model.eval()
-        total: dict[str, float] = {}
-        n = 0
-        for i in range(0, len(eval_items), config.batch_size):
-            ids = list(range(i, min(i + config.batch_size, len(eval_items))))
-            loss, stats = loss_and_stats(policy, batch_of(eval_items, ref_eval, ids))
-            for k, v in {"loss": loss, **stats}.items():
-                total[k] = total.get(k, 0.0) + v.sum().item()
-            n += len(ids)
-        model.train(was)
-        return {f"eval_{k}": v / n for k, v in total.items()} if n else {}
+    max_steps = run_length(config, batches.steps_per_epoch(), "dpo")
+    eval_batches = rank_share([batch_of(eval_items, ref_eval, list(range(i, min(i + config.batch_size, len(eval_items)))))
+                               for i in range(0, len(eval_items), config.batch_size)], par)
 
     if par.main:
         print(f"dpo ({config.loss}): {len(items):,} {'examples' if kto else 'pairs'}, {len(eval_items):,} held out; "
               f"{max_steps:,} steps; {trainable:,} of {counts['params']:,} parameters trained "
               f"({'LoRA' if config.lora.enabled else 'full'}); reference: {reference['mode'] or 'none'}")
-    result = train(loop_cfg, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="dpo",
-                   max_steps=max_steps, evaluate=evaluate if eval_items else None,
-                   unit="examples" if kto else "pairs", hooks=hooks)
+    result = train(config, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="dpo",
+                   max_steps=max_steps, eval_batches=eval_batches if eval_items else None,
+                   steps_per_epoch=batches.steps_per_epoch(), unit="examples" if kto else "pairs", hooks=hooks)
     st = result.state
-    final = dict(st.evals) if result.steps_run else (evaluate() if eval_items else {})
+    final = dict(st.evals)
 
     # -- before / after on held-out prompts
     model.eval()

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from gristmill.align.answers import AnswerCheck
 from gristmill.align.chat import Encoded, EmptyMaskError, encode_chat
 
 #: Two different answers whose reward-model scores differ by no more than this (reward units) are a tie.
@@ -27,6 +28,7 @@ class HeldOutPrompt:
     messages: list[dict]  # ends with a user turn
     answer: str | None = None  # checkable tasks: the expected answer
     task: str | None = None
+    check: AnswerCheck | None = None  # how `answer` is checked (answers.answer_correct; None: the default rule)
 
 
 def held_out_prompts(records: list[Any], limit: int) -> list[HeldOutPrompt]:
@@ -38,7 +40,8 @@ def held_out_prompts(records: list[Any], limit: int) -> list[HeldOutPrompt]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(HeldOutPrompt(r.prompt, getattr(r, "answer", None), getattr(r, "task", None)))
+        out.append(HeldOutPrompt(r.prompt, getattr(r, "answer", None), getattr(r, "task", None),
+                                 getattr(r, "check", None)))
         if len(out) >= limit:
             break
     return out
@@ -46,7 +49,7 @@ def held_out_prompts(records: list[Any], limit: int) -> list[HeldOutPrompt]:
 
 def checked_accuracy(prompts: list[HeldOutPrompt], answers: list[str]) -> tuple[float | None, int]:
     """(exact-answer accuracy over the prompts that carry an answer, how many do); None when none do."""
-    from gristmill.align.sft import answer_correct
+    from gristmill.align.answers import answer_correct
 
     pairs = [(p, a) for p, a in zip(prompts, answers) if p.answer is not None]
     if not pairs:

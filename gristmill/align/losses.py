@@ -1,6 +1,9 @@
 """The alignment losses, one small function each: token NLL (SFT), Bradley-Terry (reward), the DPO family, and the RL pieces (KL penalties, GAE, GRPO, RLOO, PPO clipping)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -99,6 +102,81 @@ def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, z
     r = policy - ref
     return torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z0))),
                        undesirable_weight * (1 - torch.sigmoid(beta * (z0 - r))))
+
+
+# ------------------------------------------------------------------------------------------------
+# The preference losses as one table: the dpo stage's loss path, DPOConfig's choices of `loss` and its
+# reference decision, and the tests all read PREFERENCE_LOSSES.
+
+
+@dataclass(frozen=True)
+class PreferenceInputs:
+    """What a preference loss reads for B items, each (B,), in the aggregate its table entry `uses`:
+
+    chosen, rejected: the policy's completion log-probs (unpaired: the example's completion, and another
+    example's completion after this prompt, for KTO's reference point);
+    ref_chosen, ref_rejected: the reference model's, None for a loss that needs no reference;
+    chosen_mean: the chosen completion's per-token mean log-prob whatever `uses` says (the NLL terms);
+    desirable: (B,) bool labels of unpaired examples, else None."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None
+    ref_rejected: torch.Tensor | None
+    chosen_mean: torch.Tensor
+    desirable: torch.Tensor | None = None
+
+    def kl_reference_point(self) -> torch.Tensor:
+        """KTO's z0 from the mismatched completions (the `rejected` side of an unpaired item)."""
+        return kto_reference_point(self.rejected, self.ref_rejected)
+
+
+@dataclass(frozen=True)
+class PreferenceLoss:
+    """One preference objective and what it needs."""
+
+    #: (inputs, the dpo settings: beta, label_smoothing, rpo_alpha, ...) -> the per-item loss (B,)
+    fn: Callable[[PreferenceInputs, Any], torch.Tensor]
+    #: reads the reference model's log-probs (cached or adapter-off); without it training needs no reference
+    needs_reference: bool
+    #: the log-prob aggregate compared: "sums" over the completion's tokens or per-token "means"
+    uses: Literal["sums", "means"]
+    #: single examples labelled desirable / undesirable instead of chosen / rejected pairs
+    unpaired: bool
+    #: one line for the docs and error messages
+    description: str
+
+
+PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
+    "dpo": PreferenceLoss(
+        lambda x, c: dpo_loss(x.chosen, x.rejected, x.ref_chosen, x.ref_rejected, beta=c.beta,
+                              label_smoothing=c.label_smoothing),
+        needs_reference=True, uses="sums", unpaired=False,
+        description="sigmoid DPO, with conservative DPO's label smoothing"),
+    "ipo": PreferenceLoss(
+        lambda x, c: ipo_loss(x.chosen, x.rejected, x.ref_chosen, x.ref_rejected, beta=c.beta),
+        needs_reference=True, uses="means", unpaired=False,
+        description="IPO: the squared distance of the log-ratio difference to 1 / (2 beta)"),
+    "rpo": PreferenceLoss(
+        lambda x, c: rpo_loss(x.chosen, x.rejected, x.ref_chosen, x.ref_rejected, x.chosen_mean, beta=c.beta,
+                              alpha=c.rpo_alpha),
+        needs_reference=True, uses="sums", unpaired=False,
+        description="DPO plus rpo_alpha times the chosen completion's per-token NLL"),
+    "simpo": PreferenceLoss(
+        lambda x, c: simpo_loss(x.chosen, x.rejected, beta=c.beta, gamma=c.simpo_gamma),
+        needs_reference=False, uses="means", unpaired=False,
+        description="SimPO: length-normalised log-probs and a target margin, no reference"),
+    "orpo": PreferenceLoss(
+        lambda x, c: orpo_loss(x.chosen, x.rejected, lam=c.orpo_lambda),
+        needs_reference=False, uses="means", unpaired=False,
+        description="ORPO: NLL on the chosen plus an odds-ratio term, no reference"),
+    "kto": PreferenceLoss(
+        lambda x, c: kto_loss(x.chosen, x.ref_chosen, x.desirable, x.kl_reference_point(), beta=c.beta,
+                              desirable_weight=c.kto_desirable_weight,
+                              undesirable_weight=c.kto_undesirable_weight),
+        needs_reference=True, uses="sums", unpaired=True,
+        description="KTO on unpaired desirable / undesirable examples"),
+}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
-"""run_ppo: the RL stage — rollouts from the LoRA policy, rewards from a reward model and/or a checker, GAE / GRPO / RLOO updates, exact resume, a judged before/after."""
+"""run_ppo: the RL stage — rollouts from the LoRA policy, rewards from a reward model and/or a checker, GAE / GRPO / RLOO updates on the training core, a judged before/after.
+
+Read `_run` top to bottom: load the policy, the reward model and the value model; answer the held-out prompts
+(before); then per iteration sample, score, compute old / reference log-probs and values, advantages, and
+take the minibatch updates through the training core (`train.trainer.Trainer`: optimizer groups, LR schedule,
+spike detector per update, verified checkpoints, metrics log), then answer the held-out prompts again (after).
+Left out on purpose: one process only (generation dominates; issue 24 brings torchrun), no entropy bonus, no
+score whitening or clipping (no recipe needed them), and no separate value optimizer.
+"""
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +26,13 @@ def run_ppo(config: PPOConfig, inputs: dict[str, list[Path]], out_dir: Path, *, 
     """Train the SFT model `inputs["model"][0]` on the prompts `inputs["data"]` toward a higher reward from
     `inputs["reward"]` (a reward stage folder) and/or the prompts' answers. One process (CPU or one GPU).
     Resumes from out_dir/checkpoints of this same run, bit for bit; `force` starts clean."""
-    from gristmill.pretrain import parallel
+    from gristmill.train import parallel
 
     with parallel.session(config.device) as par:
         if par.distributed:
             raise AlignError("ppo runs in one process (generation dominates; DDP would not shorten it): start it "
                              "with python / gristmill, not torchrun")
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
-
-
-@dataclass
-class RLState:
-    """What a checkpoint holds besides weights, optimizer and RNG (JSON)."""
-    iteration: int = 0
-    kl_coef: float = 0.0
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool, hooks: Any,
@@ -47,15 +45,14 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.logprobs import TokenLogps
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.rewards import checker_rewards, model_rewards
-    from gristmill.align.rl import Experience, advantages, explained_variance, per_token, update
-    from gristmill.align.rollout import check_recomputed, sample
+    from gristmill.align.generate import check_recomputed, generate, sample
+    from gristmill.align.rl import Experience, advantages, explained_variance, minibatch_loss, minibatches, per_token
     from gristmill.align.scoring import SequenceScorer
     from gristmill.align.stage import check_context, finish, load_split, sample_rows, start
-    from gristmill.pretrain.checkpoint import (capture_rng, load_checkpoint, restore_rng, run_checkpoints,
-                                               save_checkpoint)
-    from gristmill.pretrain.loop import MetricsLog
     from gristmill.pretrain.plots import read_rows
-    from gristmill.pretrain.schedule import lr_at
+    from gristmill.train.memory import peak_memory_mb
+    from gristmill.train.spikes import SpikeError
+    from gristmill.train.trainer import Trainer
 
     s = start("ppo", config, inputs, out, force=force, par=par)
     if s.done:
@@ -99,12 +96,10 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     def rm_off() -> Any:
         return value_model.disable_adapter() if value_from == "reward" else contextlib.nullcontext()
 
-    judged = [HeldOutPrompt(r.messages, r.answer, r.task) for r in eval_recs[:config.judge_prompts]]
+    judged = [HeldOutPrompt(r.messages, r.answer, r.task, r.check) for r in eval_recs[:config.judge_prompts]]
     shown = judged[:config.samples_shown]
 
     def answers(prompts: list[Any], sample_seed: int | None = None) -> list[str]:
-        from gristmill.align.generate import generate
-
         return generate(policy_model, tok, [p.messages for p in prompts], max_new_tokens=config.max_new_tokens,
                         max_length=config.max_length - config.max_new_tokens, device=dev,
                         sample_seed=sample_seed) if prompts else []
@@ -137,11 +132,6 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     policy_model.eval()
     policy = TokenLogps(policy_model, temperature=config.temperature)
     value = SequenceScorer(value_model) if value_model is not None else None
-    policy_params = [p for p in policy_model.parameters() if p.requires_grad]
-    value_params = [p for p in value_model.parameters() if p.requires_grad] if value_model is not None else []
-    optimizer = torch.optim.AdamW([{"params": policy_params}, {"params": value_params}], lr=config.optim.lr,
-                                  betas=(config.optim.beta1, config.optim.beta2), eps=1e-8,
-                                  weight_decay=config.optim.weight_decay)
     roles = _role_memory(policy_model, reference_copy, rm, value_model, value_from)
 
     @torch.no_grad()
@@ -169,55 +159,43 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
             info["accuracy"] = right.mean().item()
         return score, info
 
-    n_train = len(train_recs)
+    n_train, P = len(train_recs), config.prompts_per_iteration
 
-    def prompts_for(it: int) -> list[Any]:
-        """Iteration `it`'s prompts: a pure function of (seed, it); each pass over the data is a fresh permutation."""
+    def prompts_for(cursor: int) -> list[Any]:
+        """The prompts at data positions cursor .. cursor + P: a pure function of (seed, cursor); each pass over
+        the data is a fresh permutation. The cursor moves P per iteration (more after a rollback)."""
         out_ = []
-        for pos in range(it * config.prompts_per_iteration, (it + 1) * config.prompts_per_iteration):
+        for pos in range(cursor, cursor + P):
             perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed + pos // n_train))
             out_.append(train_recs[perm[pos % n_train].item()])
         return out_
 
-    # -- start or resume
-    ckpt_dir = out / "checkpoints"
-    named = {f"policy.{n}": p for n, p in policy_model.named_parameters() if p.requires_grad}
-    if value_model is not None:
-        named |= {f"value.{n}": p for n, p in value_model.named_parameters() if p.requires_grad}
-    st = RLState(kl_coef=config.kl_coef)
-    ours = run_checkpoints(ckpt_dir, m.id)
-    resumed_from = None
-    if ours:
-        ck = load_checkpoint(ours[-1])
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(ck.model[name])
-        optimizer.load_state_dict(ck.optimizer)
-        restore_rng(ck.rng[0])
-        st = RLState(**ck.state["rl"])
-        resumed_from = st.iteration
-        print(f"ppo: resuming from {ours[-1]} (iteration {st.iteration})")
-
-    def save() -> None:
-        save_checkpoint(ckpt_dir, st.iteration, model={k: v.detach() for k, v in named.items()},
-                        optimizer=optimizer.state_dict(), rng=[capture_rng()], keep=config.checkpoint.keep,
-                        state={"run_id": m.id, "world_size": 1, "rl": asdict(st)})
-
-    log = MetricsLog(out / "metrics.jsonl", keep_through=st.iteration, enabled=True)
+    # -- the training core: the policy (its adapters, or every weight) and the value model are its parts
+    trained = torch.nn.ModuleDict({"policy": policy_model} | ({"value": value_model} if value_model is not None else {}))
+    trainer = Trainer(config, trained, trained, par, out_dir=out, run_id=m.id, stage="ppo", max_steps=config.max_steps,
+                      hooks=hooks)
+    trainer.state.extra = {"kl_coef": config.kl_coef}  # the adaptive controller's state, checkpointed with the loop
+    resumed_from = trainer.start()
+    st, log = trainer.state, trainer.log
+    n_policy = sum(p.numel() for p in trainer.params["policy"])
+    n_value = sum(p.numel() for p in trainer.params.get("value", []))
     print(f"ppo ({config.advantage}, reward={config.reward}): {n_train:,} prompts, {len(eval_recs):,} held out; "
-          f"{config.iterations} iterations x {config.prompts_per_iteration} prompts x {K} samples; "
-          f"{sum(p.numel() for p in policy_params):,} policy and {sum(p.numel() for p in value_params):,} value "
+          f"{config.max_steps} iterations x {P} prompts x {K} samples; {n_policy:,} policy and {n_value:,} value "
           f"parameters trained; value model: {value_from or 'none'}")
+
+    def loss_fn(_: Any, gids: list[int]) -> Any:
+        return minibatch_loss(exp, gids, config, policy=policy, value=value, kl_coef=st.extra["kl_coef"], pad=pad,
+                              device=dev)
+
     t_loop = time.perf_counter()
     iters_run = 0
     try:
-        while st.iteration < config.iterations:
-            it = st.iteration
-            lr = lr_at(it, lr=config.optim.lr, warmup_steps=config.optim.warmup_steps,
-                       max_steps=config.iterations, min_lr_ratio=config.optim.min_lr_ratio)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            prompts = prompts_for(it)
+        while st.step < config.max_steps:
+            n = st.step + 1  # the iteration being taken, 1-based
+            it = st.cursor // P  # seeds follow the data position, so a rollback samples new prompts afresh
+            lr = trainer.set_lr()
+            kl_coef = st.extra["kl_coef"]
+            prompts = prompts_for(st.cursor)
             t0 = time.perf_counter()
             roll = sample(policy_model, tok, [p.messages for p in prompts], k=K, max_new_tokens=config.max_new_tokens,
                           max_length=config.max_length - config.max_new_tokens, temperature=config.temperature,
@@ -228,60 +206,77 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
             raw, info = rewards_for(prompts, texts)
             finished = torch.tensor(roll.finished)
             scores = raw - config.unfinished_penalty * (~finished).float()
-            if config.score_whiten:
-                scores = (scores - scores.mean()) / (scores.std(unbiased=False) + 1e-8)
-            if config.score_clip:
-                scores = scores.clamp(-config.score_clip, config.score_clip)
             t2 = time.perf_counter()
             groups = roll.groups(K)
             chunk = max(1, config.minibatch_size // K)
             with torch.no_grad():
                 kw = dict(chunk=chunk, pad=pad, max_length=config.max_length, device=dev)
                 old_logp, entropy = per_token(policy, groups, with_entropy=True, **kw)
-                worst = check_recomputed(roll.logps, old_logp, tol=config.logp_tolerance)
+                worst = check_recomputed(roll.logps, old_logp)
                 ref_logp = reference_logps(groups, chunk)
                 values = per_token(_ValueAtTokens(value), groups, **kw) if value is not None else None
             exp = Experience(groups=groups, k=K, lengths=torch.tensor([len(r) for r in roll.response_ids]),
                              scores=scores, old_logp=old_logp.cpu(), ref_logp=ref_logp.cpu(), entropy=entropy.cpu(),
                              values=values.cpu() if values is not None else None)
-            advantages(exp, kind=config.advantage, kl_coef=st.kl_coef, kl_estimator=config.kl_estimator,
-                       gamma=config.gamma, lam=config.lam, whiten=config.whiten_advantages)
+            advantages(exp, kind=config.advantage, kl_coef=kl_coef, kl_estimator=config.kl_estimator,
+                       gamma=config.gamma, lam=config.lam)
             t3 = time.perf_counter()
 
-            def on_event(e: dict[str, Any]) -> None:
-                st.events.append({"iteration": it + 1, **e})
-                print(f"ppo: iteration {it + 1}: {e['reason']} -> {e['action']}")
-
-            stats = update(exp, config, policy=policy, value=value, optimizer=optimizer, policy_params=policy_params,
-                           value_params=value_params, kl_coef=st.kl_coef, seed=config.seed * 7_919 + it * 101,
-                           pad=pad, device=dev, on_event=on_event)
+            # the updates: each minibatch one step of the core, judged by the spike detector
+            sums: dict[str, float] = {}
+            applied, rollback = 0, None
+            mbs = minibatches(exp, config, seed=config.seed * 7_919 + it * 101)
+            for gids in mbs:
+                u = trainer.update(n, [gids], loss_fn)
+                v = u.verdict
+                if v.action != "ok":
+                    event = {"step": n, "kind": "spike", "action": v.action, "reason": v.reason}
+                    st.events.append(event)
+                    print(f"ppo: iteration {n}: spike ({v.reason}) -> {v.action}")
+                if v.action == "stop":
+                    raise SpikeError(f"ppo: iteration {n}: {v.reason}; already rolled back {trainer.detector.rollbacks} "
+                                     f"times (ppo.spike.max_rollbacks={config.spike.max_rollbacks}). The last good "
+                                     f"checkpoints are in {trainer.ckpt_dir}. Lower ppo.optim.lr or raise ppo.kl_coef")
+                if v.action == "rollback":
+                    rollback = event
+                    break
+                if v.action == "ok":
+                    applied += 1
+                    row_u = {"loss": u.loss, "grad_norm": u.grad_norm, **u.stats,
+                             **{f"grad_norm_{k}": x for k, x in u.part_norms.items()}}
+                    for key, x in row_u.items():
+                        sums[key] = sums.get(key, 0.0) + x
+            if rollback is not None:  # back to the newest checkpoint; this iteration's prompts (+ margin) skipped
+                rollback |= trainer.rollback(skip_to=st.cursor + P * (1 + config.spike.margin_steps))
+                log.write({"step": n, "action": "rollback", "reason": rollback["reason"], "event": rollback})
+                continue
             t4 = time.perf_counter()
 
             lengths = exp.lengths.float()
             kl_mean = exp.kl.mean().item()
-            row = {"step": it + 1, "lr": lr, "kl_coef": st.kl_coef, "score": raw.mean().item(),
-                   "score_std": raw.std(unbiased=False).item(), "reward": (scores - st.kl_coef * exp.kl).mean().item(),
+            row = {"step": n, "lr": lr, "kl_coef": kl_coef, "score": raw.mean().item(),
+                   "score_std": raw.std(unbiased=False).item(), "reward": (scores - kl_coef * exp.kl).mean().item(),
                    "kl": kl_mean, "entropy_rollout": exp.entropy.mean().item(),
                    "response_tokens": lengths.mean().item(), "finished": finished.float().mean().item(),
-                   "reward_length_corr": _corr(raw, lengths), "logp_max_diff": worst, **info, **stats,
+                   "reward_length_corr": _corr(raw, lengths), "logp_max_diff": worst, **info,
+                   **{k: x / applied for k, x in sums.items()}, "updates_skipped": len(mbs) - applied,
                    "time_generate_s": t1 - t0, "time_reward_s": t2 - t1, "time_forward_s": t3 - t2,
                    "time_update_s": t4 - t3}
             if exp.returns is not None:
                 row["explained_variance"] = explained_variance(exp.values, exp.returns)
             if config.target_kl > 0:  # Ziegler et al.: proportional control of the coefficient, error clipped to ±20 %
                 err = max(-0.2, min(0.2, kl_mean / config.target_kl - 1))
-                st.kl_coef *= 1 + err * len(texts) / config.kl_horizon
-            st.iteration = it + 1
+                st.extra["kl_coef"] = kl_coef * (1 + err * len(texts) / config.kl_horizon)
+            st.step, st.cursor, st.seen = n, st.cursor + P, st.seen + len(texts)
             log.write(row)
             iters_run += 1
-            print(f"ppo: iteration {st.iteration}/{config.iterations}: score {row['score']:.3f} kl {kl_mean:.3f} "
+            print(f"ppo: iteration {n}/{config.max_steps}: score {row['score']:.3f} kl {kl_mean:.3f} "
                   f"length {row['response_tokens']:.1f}" + (f" accuracy {info['accuracy']:.2f}" if "accuracy" in info else ""))
-            if st.iteration % config.checkpoint.every == 0 or st.iteration == config.iterations:
-                save()
-            if hooks is not None:
-                hooks.after_step(st.iteration)
+            if n % config.checkpoint.every == 0 or n == config.max_steps:
+                trainer.save()
+            trainer.hooks.after_step(n)
     finally:
-        log.close()
+        trainer.close()
     loop_time = time.perf_counter() - t_loop
 
     # -- before / after on held-out prompts
@@ -306,17 +301,19 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     timing = {k: sum(r.get(k, 0.0) for r in rows) for k in TIME_KEYS}
     m.metrics = {
         "template": s.template, **summary, "advantage": config.advantage, "reward": config.reward,
-        "iterations": st.iteration, "resumed_from_iteration": resumed_from, "iterations_run": iters_run,
+        "iterations": st.step, "resumed_from_iteration": resumed_from, "iterations_run": iters_run,
         "train_time_s": round(loop_time, 3), "prompts_train": n_train, "prompts_eval": len(eval_recs),
         "value_model": value_from, "reference": "copy" if reference_copy is not None else "adapter",
         "reward_tokenizer": None if rm is None else ("same" if rm["same_vocab"] else "re-encoded from text"),
-        "roles_memory_mb": roles, "peak_rss_mb": _peak_rss_mb(), "kl_coef_final": st.kl_coef,
+        "roles_memory_mb": roles, "peak_memory_mb": round(peak_memory_mb(dev), 1), "kl_coef_final": st.extra["kl_coef"],
+        "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
+        "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
         "events": st.events, **{f"total_{k}": round(v, 3) for k, v in timing.items()},
         "first": _pick(rows[0] if rows else {}), "last": _pick(rows[-1] if rows else {}),
         "kl_to_sft": kl_sft, **verdict, "answers_checked": n_checked, "answer_accuracy_before": acc_before,
         "answer_accuracy": acc_after, "sampled_accuracy_before": sampled_before, "sampled_accuracy": sampled_after,
         "length_hacking_warning": hacking,
-        "trainable_params": sum(p.numel() for p in policy_params), "value_trainable_params": sum(p.numel() for p in value_params),
+        "trainable_params": n_policy, "value_trainable_params": n_value,
         "lora": config.lora.enabled,
         "samples": [{"prompt": p.messages[-1]["content"], "before": b, "after": a}
                     for p, b, a in zip(shown, answers_before, answers_after)],
@@ -402,14 +399,6 @@ def _role_memory(policy: Any, reference_copy: Any, rm: dict | None, value_model:
     if rm is not None:
         out["reward_model"] = mb(p for p in rm["model"].parameters() if not p.requires_grad)
     return out
-
-
-def _peak_rss_mb() -> float:
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _corr(x: Any, y: Any) -> float | None:
@@ -510,7 +499,7 @@ def _report(m: Manifest, base: Path) -> str:
         lines += [f"**Warning**: {mt['length_hacking_warning']}.", ""]
     total = sum(mt[f"total_{k}"] for k in TIME_KEYS) or 1.0
     split = ", ".join(f"{k[5:-2]} {mt[f'total_{k}'] / total:.0%}" for k in TIME_KEYS)
-    lines += [f"Time: {mt['train_time_s']:.1f} s in the loop ({split}); peak RSS {mt['peak_rss_mb']} MB; "
+    lines += [f"Time: {mt['train_time_s']:.1f} s in the loop ({split}); peak memory {mt['peak_memory_mb']} MB; "
               f"parameters held per role (MB): " + ", ".join(f"{k} {v}" for k, v in mt["roles_memory_mb"].items()) + ".",
               "", "![score, KL, length, entropy, value loss](rl.png)", ""]
     lines += samples_table(mt["samples"], "SFT", "this model")

@@ -19,7 +19,7 @@ def run_reward(config: RewardConfig, inputs: dict[str, list[Path]], out_dir: Pat
 
     Held-out pairs come from `inputs["eval"]` or a stable hash split. Resumes like every training stage.
     """
-    from gristmill.pretrain import parallel
+    from gristmill.train import parallel
 
     with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
@@ -102,21 +102,15 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def pair_metrics(rc: list[float], rr: list[float], pairs: list[EncodedPair]) -> dict[str, Any]:
-    """Held-out accuracy, margins, reward level, and the length bias: Spearman(reward, response length) over
-    every response, and the accuracy on the pairs whose chosen response is the shorter one."""
-    n = len(rc)
+def bias_metrics(rc: list[float], rr: list[float], pairs: list[EncodedPair]) -> dict[str, Any]:
+    """What the loss does not measure, on the held-out pairs: the reward's level and spread, and its length
+    bias: Spearman(reward, response length) over every response, and the accuracy on the pairs whose chosen
+    response is the shorter one. (Loss, accuracy and margin are the loop's eval_ metrics.)"""
     wins = [c > r for c, r in zip(rc, rr)]
     shorter = [w for w, p in zip(wins, pairs) if p.chosen_len < p.rejected_len]
     all_r = rc + rr
     mean = sum(all_r) / len(all_r)
-    def softplus(x: float) -> float:  # -log sigmoid(-x), without overflow
-        return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
-
-    loss = sum(softplus(-(c - r - p.margin)) for c, r, p in zip(rc, rr, pairs)) / n
-    return {"eval_loss": loss, "eval_accuracy": sum(wins) / n,
-            "eval_margin": sum(c - r for c, r in zip(rc, rr)) / n,
-            "reward_mean": mean, "reward_std": math.sqrt(sum((v - mean) ** 2 for v in all_r) / len(all_r)),
+    return {"reward_mean": mean, "reward_std": math.sqrt(sum((v - mean) ** 2 for v in all_r) / len(all_r)),
             "length_spearman": spearman(all_r, [float(p.chosen_len) for p in pairs] + [float(p.rejected_len) for p in pairs]),
             "accuracy_chosen_shorter": sum(shorter) / len(shorter) if shorter else None,
             "pairs_chosen_shorter": len(shorter)}
@@ -132,9 +126,9 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     from gristmill.align.layout import shared_prefix
     from gristmill.align.models import add_lora, load_reward_model, save_outputs
     from gristmill.align.scoring import SequenceScorer
-    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, start
-    from gristmill.pretrain import parallel
-    from gristmill.pretrain.loop import train
+    from gristmill.align.stage import check_context, finish, load_split, rank_share, run_length, run_metrics, start
+    from gristmill.train import parallel
+    from gristmill.train.loop import train
     from gristmill.pretrain.model import count_params
     from gristmill.pretrain.plots import plot_training, read_rows
 
@@ -156,7 +150,7 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     batches = ItemBatches(len(enc_train), lambda ids: collate([enc_train[i] for i in ids]),
                           seed=config.seed, batch_size=config.batch_size, grad_accum=config.grad_accum,
                           rank=par.rank, world_size=par.world_size)
-    max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "reward")
+    max_steps = run_length(config, batches.steps_per_epoch(), "reward")
 
     model = load_reward_model(s.model_dir, pad=pad, seed=config.seed)
     check_context(model, config.max_length, "reward")
@@ -168,12 +162,14 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
     scorer = SequenceScorer(model)
     forward = parallel.wrap(scorer, par, fsdp=False, compile=False)
 
-    def loss_fn(fwd: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    def loss_fn(fwd: Any, batch: dict[str, Any]) -> tuple[Any, int, dict[str, Any]]:
+        """(summed Bradley-Terry loss (+ centring), pairs, {accuracy: pairs ranked right, margin: Σ r_c - r_r})."""
         rc, rr = rewards(fwd, batch)
         loss = bradley_terry(rc, rr, batch["margin"]).sum()
         if config.center_coef:
             loss = loss + config.center_coef * reward_centering(rc, rr).sum()
-        return loss, rc.shape[0]
+        d = (rc - rr).detach().float()
+        return loss, rc.shape[0], {"accuracy": (d > 0).sum(), "margin": d.sum()}
 
     @torch.no_grad()
     def score_eval() -> tuple[list[float], list[float]]:
@@ -188,21 +184,16 @@ def _run(config: RewardConfig, inputs: dict[str, list[Path]], out: Path, *, forc
         model.train(was)
         return rc_all, rr_all
 
-    latest: dict[str, Any] = {}  # the full metrics of the newest evaluation (the loop always evaluates its last step)
-
-    def evaluate() -> dict[str, Any]:
-        latest.update(pair_metrics(*score_eval(), enc_eval))
-        return {k: latest[k] for k in ("eval_loss", "eval_accuracy", "eval_margin")}
-
+    eval_batches = rank_share([collate(enc_eval[i:i + config.batch_size])
+                               for i in range(0, len(enc_eval), config.batch_size)], par)
     if par.main:
         print(f"reward: {len(enc_train):,} pairs, {len(enc_eval):,} held out; {max_steps:,} steps; {trainable:,} of "
               f"{counts['params']:,} parameters trained ({'LoRA + score head' if config.lora.enabled else 'full'})")
-    result = train(loop_cfg, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="reward",
-                   max_steps=max_steps, evaluate=evaluate if enc_eval else None, unit="pairs", hooks=hooks)
+    result = train(config, model, forward, par, batches, loss_fn, out_dir=out, run_id=m.id, stage="reward",
+                   max_steps=max_steps, eval_batches=eval_batches if enc_eval else None,
+                   steps_per_epoch=batches.steps_per_epoch(), unit="pairs", hooks=hooks)
     st = result.state
-    if enc_eval and not (result.steps_run and latest):  # resumed at the end: nothing was evaluated in this process
-        latest.update(pair_metrics(*score_eval(), enc_eval))
-    final = dict(latest)
+    final = {**st.evals, **(bias_metrics(*score_eval(), enc_eval) if enc_eval else {})}
 
     def write_outputs() -> None:
         files = save_outputs(model, out, tokenizer_dir=s.model_dir)

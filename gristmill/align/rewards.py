@@ -38,11 +38,12 @@ def model_rewards(scorer: Any, tok: Any, prompts: list[list[dict]], responses: l
 
 
 def checker_rewards(prompts: list[Any], responses: list[str]) -> list[float]:
-    """1.0 where the response holds the prompt's expected answer (the built-in tasks' check, else the
-    answer as the whole response or a whole word of it), 0.0 elsewhere. `prompts` carry messages, answer
-    and task (judge.HeldOutPrompt, data.PromptRecord); one without an answer is an error, not a 0."""
+    """1.0 where the response holds the prompt's expected answer by the prompt's check rule
+    (answers.answer_correct: by default the answer as the whole response or a whole word of it), 0.0 elsewhere.
+    `prompts` carry messages, answer and check (judge.HeldOutPrompt, data.PromptRecord); one without an answer
+    is an error, not a 0."""
     from gristmill.align import AlignError
-    from gristmill.align.sft import answer_correct
+    from gristmill.align.answers import answer_correct
 
     missing = [i for i, p in enumerate(prompts) if p.answer is None]
     if missing:

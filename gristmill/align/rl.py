@@ -1,9 +1,8 @@
-"""One RL iteration's math over a batch of rollouts: old / reference log-probs and values, KL-shaped advantages (GAE, GRPO, RLOO), clipped minibatch updates."""
+"""One RL iteration's math over a batch of rollouts: old / reference log-probs and values, KL-shaped advantages (GAE, GRPO, RLOO), the clipped minibatch loss."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -65,12 +64,11 @@ def per_token(module: Any, groups: list[list[Encoded]], *, chunk: int, pad: int,
     return torch.cat(outs)
 
 
-def advantages(exp: Experience, *, kind: str, kl_coef: float, kl_estimator: str, gamma: float, lam: float,
-               whiten: bool) -> None:
+def advantages(exp: Experience, *, kind: str, kl_coef: float, kl_estimator: str, gamma: float, lam: float) -> None:
     """Fill exp.advantages, exp.returns (gae) and exp.kl.
 
     gae:  per-token reward r_t = -kl_coef * KL_t (kl_estimator), plus the score at each response's last
-          token; GAE(γ, λ) against the value model; advantages whitened over the iteration when `whiten`.
+          token; GAE(γ, λ) against the value model; advantages whitened over the iteration.
     grpo: (score - group mean) / group std, the same for every token of a response (KL goes into the loss).
     rloo: (score - kl_coef * Σ_t k1) minus the mean of the other k - 1 responses to the prompt.
     """
@@ -82,8 +80,7 @@ def advantages(exp: Experience, *, kind: str, kl_coef: float, kl_estimator: str,
         rewards[torch.arange(len(exp.lengths)), exp.lengths - 1] += exp.scores
         values, _ = to_rows(exp.values, exp.lengths)
         adv, ret = L.gae(rewards, values, mask, gamma=gamma, lam=lam)
-        if whiten:
-            adv = L.whiten(adv, mask)
+        adv = L.whiten(adv, mask)
         exp.advantages, exp.returns = adv[mask], ret[mask]
     elif kind == "grpo":
         exp.advantages = L.grpo_advantages(exp.scores, exp.k)[exp.owner]
@@ -93,12 +90,13 @@ def advantages(exp: Experience, *, kind: str, kl_coef: float, kl_estimator: str,
         raise ValueError(f"advantage kind {kind!r}")
 
 
-def average(per_tok: torch.Tensor, owner: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
-    """token: the mean over every token; sequence: the mean over responses of each one's token mean."""
+def summed(per_tok: torch.Tensor, owner: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """The loss summed over its units: token = every token weighs the same (units: tokens); sequence = every
+    response weighs the same (units: responses, each its tokens' mean). The training core divides by the units."""
     if how == "token":
-        return per_tok.mean()
+        return per_tok.sum()
     sums = per_tok.new_zeros(len(lengths)).index_add(0, owner, per_tok)
-    return (sums / lengths.to(per_tok)).mean()
+    return (sums / lengths.to(per_tok)).sum()
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
@@ -107,64 +105,48 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
     return float("nan") if var == 0 else (1 - (returns - values).var(unbiased=False) / var).item()
 
 
-def update(exp: Experience, cfg: Any, *, policy: Any, value: Any | None, optimizer: torch.optim.Optimizer,
-           policy_params: list[torch.Tensor], value_params: list[torch.Tensor], kl_coef: float, seed: int,
-           pad: int, device: Any, on_event: Callable[[dict], None]) -> dict[str, float]:
-    """cfg.ppo_epochs passes of clipped updates over the iteration's responses, in minibatches of
-    cfg.minibatch_size responses (whole groups), shuffled by a generator seeded with `seed` + epoch.
-
-    Policy loss: the clipped surrogate (- cfg.entropy_coef * entropy; grpo: + kl_coef * k3 to the
-    reference), averaged per cfg.loss_average; value loss (gae): the clipped squared error to the returns,
-    weighted by cfg.vf_coef. Policy and value gradients are clipped separately (different scales). A
-    non-finite loss or gradient skips the minibatch and is reported through `on_event`."""
-    k, n_groups = exp.k, len(exp.groups)
-    per_mb = cfg.minibatch_size // k
-    sums: dict[str, float] = {}
-    count = 0
+def minibatches(exp: Experience, cfg: Any, seed: int) -> list[list[int]]:
+    """cfg.ppo_epochs passes over the iteration's prompt groups, in minibatches of cfg.minibatch_size responses
+    (whole groups), shuffled by a generator seeded with `seed` + epoch: the group ids of each minibatch."""
+    per_mb = cfg.minibatch_size // exp.k
+    out = []
     for epoch in range(cfg.ppo_epochs):
-        order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for start in range(0, n_groups, per_mb):
-            gids = order[start:start + per_mb]
-            seqs = [g * k + j for g in gids for j in range(k)]
-            idx = exp.tokens_of(seqs)
-            lengths = exp.lengths[seqs]
-            owner = torch.repeat_interleave(torch.arange(len(seqs)), lengths).to(device)
-            b = collate_logps([exp.groups[g] for g in gids], pad_id=pad, max_length=cfg.max_length, packed=True,
-                              device=device)
-            batch = {key: b[key] for key in FORWARD_KEYS}
-            logp, ent = policy(**batch, with_entropy=True)  # (n,) each
-            old, adv = exp.old_logp[idx].to(device), exp.advantages[idx].to(device)
-            pl, clipped = L.ppo_policy_loss(logp, old, adv, clip=cfg.clip)
-            per_tok = pl - cfg.entropy_coef * ent
-            kl3 = L.kl_penalty(logp, exp.ref_logp[idx].to(device), "k3")
-            if cfg.advantage == "grpo" and kl_coef > 0:
-                per_tok = per_tok + kl_coef * kl3
-            loss = average(per_tok, owner, lengths.to(device), cfg.loss_average)
-            stats = {"policy_loss": loss.detach(), "clipfrac": clipped.mean(),
-                     "approx_kl": 0.5 * ((logp.detach() - old) ** 2).mean(), "entropy": ent.detach().mean()}
-            if value is not None:
-                v = value(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                          attention_mask=batch["attention_mask"], last=batch["pos"])  # (n,)
-                vl = L.ppo_value_loss(v, exp.values[idx].to(device), exp.returns[idx].to(device), clip=cfg.value_clip)
-                value_loss = average(vl, owner, lengths.to(device), cfg.loss_average)
-                loss = loss + cfg.vf_coef * value_loss
-                stats["value_loss"] = value_loss.detach()
-            loss.backward()
-            norms = [torch.nn.utils.clip_grad_norm_(ps, cfg.optim.clip if cfg.optim.clip > 0 else math.inf)
-                     for ps in (policy_params, value_params) if ps]
-            values = torch.stack([loss.detach(), *norms, *stats.values()]).tolist()  # one sync
-            if not all(math.isfinite(x) for x in values[:1 + len(norms)]):
-                optimizer.zero_grad(set_to_none=True)
-                on_event({"epoch": epoch, "minibatch": start // per_mb, "action": "skip",
-                          "reason": "non-finite loss or gradient"})
-                continue
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            row = dict(zip(stats, values[1 + len(norms):]))
-            row["grad_norm"] = values[1]
-            if value_params:
-                row["value_grad_norm"] = values[2]
-            for key, x in row.items():
-                sums[key] = sums.get(key, 0.0) + x
-            count += 1
-    return {key: x / count for key, x in sums.items()} if count else {}
+        order = torch.randperm(len(exp.groups), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        out += [order[i:i + per_mb] for i in range(0, len(order), per_mb)]
+    return out
+
+
+def minibatch_loss(exp: Experience, gids: list[int], cfg: Any, *, policy: Any, value: Any | None, kl_coef: float,
+                   pad: int, device: Any) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+    """(loss summed over the units, units, stats summed the same way) of the responses of groups `gids`, for
+    the training core's update (it divides by the units, so the gradient is the mean).
+
+    Policy loss: the clipped surrogate (grpo: + kl_coef * k3 to the reference); value loss (gae): the clipped
+    squared error to the returns, weighted by cfg.vf_coef; units per cfg.loss_average (tokens or responses)."""
+    k = exp.k
+    seqs = [g * k + j for g in gids for j in range(k)]
+    idx = exp.tokens_of(seqs)
+    lengths = exp.lengths[seqs].to(device)
+    owner = torch.repeat_interleave(torch.arange(len(seqs), device=device), lengths)
+    b = collate_logps([exp.groups[g] for g in gids], pad_id=pad, max_length=cfg.max_length, packed=True, device=device)
+    batch = {key: b[key] for key in FORWARD_KEYS}
+    logp, ent = policy(**batch, with_entropy=True)  # (n,) each
+    old, adv = exp.old_logp[idx].to(device), exp.advantages[idx].to(device)
+    per_tok, clipped = L.ppo_policy_loss(logp, old, adv, clip=cfg.clip)
+    if cfg.advantage == "grpo" and kl_coef > 0:
+        per_tok = per_tok + kl_coef * L.kl_penalty(logp, exp.ref_logp[idx].to(device), "k3")
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        return summed(x, owner, lengths, cfg.loss_average)
+
+    loss = total(per_tok)
+    stats = {"policy_loss": loss.detach(), "clipfrac": total(clipped.float()),
+             "approx_kl": total(0.5 * (logp.detach() - old) ** 2), "entropy": total(ent.detach())}
+    if value is not None:
+        v = value(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                  attention_mask=batch["attention_mask"], last=batch["pos"])  # (n,)
+        vl = total(L.ppo_value_loss(v, exp.values[idx].to(device), exp.returns[idx].to(device), clip=cfg.clip))
+        loss = loss + cfg.vf_coef * vl
+        stats["value_loss"] = vl.detach()
+    units = len(idx) if cfg.loss_average == "token" else len(seqs)
+    return loss, units, stats

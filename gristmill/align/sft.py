@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 from gristmill.align import AlignError, fmt as _fmt, pct as _pct, samples_table
+from gristmill.align.answers import answer_correct
 from gristmill.align.config import SFTConfig
 from gristmill.align.data import SFTExample, Skipped, load_sft
 from gristmill.manifests import Manifest, read_manifest
@@ -20,7 +20,7 @@ def run_sft(config: SFTConfig, inputs: dict[str, list[Path]], out_dir: Path, *, 
     Held-out examples come from `inputs["eval"]` or a stable hash split of the data. Resumes from
     out_dir/checkpoints of this same run; `force` starts clean. `hooks`: the tests' injection point.
     """
-    from gristmill.pretrain import parallel
+    from gristmill.train import parallel
 
     with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
@@ -42,20 +42,9 @@ def encode_examples(tok: Any, examples: list[SFTExample], config: SFTConfig) -> 
     return out, skipped
 
 
-def answer_correct(ex: SFTExample, response: str) -> bool:
-    """The built-in tasks' checker for their tasks; otherwise the answer must be the response, or a whole word of it."""
-    from gristmill.demo.tasks import TASKS, check_answer
-
-    user = next((m["content"] for m in reversed(ex.messages) if m["role"] == "user"), "")
-    if ex.task in TASKS:
-        return check_answer(ex.task, {"prompt": user, "answer": ex.answer, "task": ex.task}, response)
-    norm = " ".join(response.lower().split())
-    want = " ".join(str(ex.answer).lower().split())
-    return norm == want or re.search(rf"(?<!\w){re.escape(want)}(?!\w)", norm) is not None
-
-
-def sft_loss(forward: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-    """(summed NLL of the supervised tokens, their count) for one collated batch.
+def sft_loss(forward: Any, batch: dict[str, Any]) -> tuple[Any, int, dict[str, Any]]:
+    """(summed NLL of the supervised tokens, their count, {"token_accuracy": tokens predicted right}) for one
+    collated batch; the loop logs train_ / eval_token_accuracy from it.
 
     Logits are computed only at the positions that predict a supervised token (a boolean
     `logits_to_keep`), which skips the (B, T, V) head output over prompts and padding."""
@@ -69,20 +58,23 @@ def sft_loss(forward: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     keep[:, :-1] = labels[:, 1:] != IGNORE  # position t predicts token t+1
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = forward(**inputs, logits_to_keep=keep).logits  # (N, V): the kept positions, row-major
-    return token_nll(logits, labels[:, 1:][keep[:, :-1]])
+    targets = labels[:, 1:][keep[:, :-1]]  # (N,)
+    loss, n = token_nll(logits, targets)
+    return loss, n, {"token_accuracy": (logits.detach().argmax(-1) == targets).sum()}
 
 
 def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: bool, hooks: Any, par: Any) -> Manifest:
-    import torch
 
     from gristmill.align.batches import ItemBatches
-    from gristmill.align.chat import IGNORE, pad_id
+    from gristmill.align.chat import pad_id
     from gristmill.align.generate import generate
     from gristmill.align.models import add_lora, load_causal_lm, save_outputs
     from gristmill.align.packing import collate, pack
-    from gristmill.align.stage import check_context, finish, load_split, run_length, run_metrics, sample_rows, start
-    from gristmill.pretrain import parallel
-    from gristmill.pretrain.loop import train
+    from gristmill.align.stage import (check_context, finish, load_split, rank_share, run_length, run_metrics,
+                                       sample_rows, start)
+    from gristmill.train import parallel
+    from gristmill.train.loop import train
+    from gristmill.train.trainer import evaluate_loss
     from gristmill.pretrain.model import count_params
     from gristmill.pretrain.plots import plot_training, read_rows
 
@@ -114,7 +106,9 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     batches = ItemBatches(len(rows), lambda ids: collate_rows(enc_train, [rows[i] for i in ids]), seed=config.seed,
                           batch_size=config.batch_size, grad_accum=config.grad_accum, rank=par.rank,
                           world_size=par.world_size)
-    max_steps, loop_cfg = run_length(config, batches.steps_per_epoch(), "sft")
+    max_steps = run_length(config, batches.steps_per_epoch(), "sft")
+    eval_batches = rank_share([collate_rows(enc_eval, eval_rows[i:i + config.batch_size])
+                               for i in range(0, len(eval_rows), config.batch_size)], par)
 
     model = load_causal_lm(s.model_dir, pad=pad)
     check_context(model, config.max_length, "sft")
@@ -129,23 +123,7 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         return generate(model, tok, prompts_of(exs), max_new_tokens=config.max_new_tokens,
                         max_length=config.max_length, device=par.device) if exs else []
 
-    @torch.no_grad()
-    def evaluate() -> dict[str, Any]:
-        was = model.training
-        model.eval()
-        loss_sum = correct = count = 0.0
-        for i in range(0, len(eval_rows), config.batch_size):
-            b = collate_rows(enc_eval, eval_rows[i:i + config.batch_size])
-            targets = b.pop("labels")[:, 1:]
-            logits = model(**b).logits[:, :-1].float()  # (B, T-1, V)
-            sel = targets != IGNORE
-            loss_sum += torch.nn.functional.cross_entropy(logits[sel], targets[sel], reduction="sum").item()
-            correct += (logits[sel].argmax(-1) == targets[sel]).sum().item()
-            count += sel.sum().item()
-        model.train(was)
-        return {"eval_loss": loss_sum / count, "eval_token_accuracy": correct / count} if count else {}
-
-    before = evaluate() if enc_eval else {}
+    before = evaluate_loss(model, par, eval_batches, sft_loss, config.dtype) if enc_eval else {}
     answers_before = ask(checkable)
     samples_before = ask(shown)
     if config.lora.enabled:
@@ -158,8 +136,9 @@ def _run(config: SFTConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
               f"{len(enc_eval):,} held out; {max_steps:,} steps; {trainable:,} of {counts['params']:,} parameters "
               f"trained ({'LoRA' if config.lora.enabled else 'full'})")
 
-    result = train(loop_cfg, model, forward, par, batches, sft_loss, out_dir=out, run_id=m.id, stage="sft",
-                   max_steps=max_steps, evaluate=evaluate if enc_eval else None, unit="tokens", hooks=hooks)
+    result = train(config, model, forward, par, batches, sft_loss, out_dir=out, run_id=m.id, stage="sft",
+                   max_steps=max_steps, eval_batches=eval_batches if enc_eval else None,
+                   steps_per_epoch=batches.steps_per_epoch(), unit="tokens", hooks=hooks)
     st = result.state
     answers_after = ask(checkable)
     samples_after = ask(shown)

@@ -9,8 +9,8 @@ from gristmill.align import AlignError
 from gristmill.align.models import check_same_template, describe_tokenizer, load_tokenizer, model_dir, recorded_template
 from gristmill.config import to_dict
 from gristmill.manifests import Manifest, begin_stage
-from gristmill.pretrain import parallel
-from gristmill.pretrain.checkpoint import discard_other_runs
+from gristmill.train import parallel
+from gristmill.train.checkpoint import discard_other_runs
 from gristmill.stages import spec
 
 
@@ -57,7 +57,7 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
     events = result.state.events
     return {"steps": result.state.step, "final_train_loss": result.final_train_loss,
             "train_time_s": round(result.loop_time_s, 3), "step_time_s": round(result.compute_s, 3),
-            "resumed_from_step": result.resumed_from,
+            "resumed_from_step": result.resumed_from, "peak_memory_mb": round(result.peak_memory_mb, 1),
             "spikes_skipped": sum(1 for e in events if e["action"] == "skip"),
             "rollbacks": sum(1 for e in events if e["action"] == "rollback"),
             "device": par.device.type, "world_size": par.world_size}
@@ -73,6 +73,7 @@ def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, ev
 
     from gristmill.manifests import atomic_write_text, output_record, write_manifest
     from gristmill.manifests.card import write_model_card
+    from gristmill.train.tracking import tracked_files
 
     m.events = events
     atomic_write_text(out / "report.md", report)
@@ -88,6 +89,7 @@ def finish(out: Path, m: Manifest, files: dict[str, list[Path]], report: str, ev
                  + [output_record(out, f, "plot", **det) for f in plots]
                  + ([output_record(out, "samples.jsonl", "samples", records=len(samples), **det)]
                     if samples is not None else [])
+                 + [output_record(out, f, "tracking", deterministic=False) for f in tracked_files(out)]
                  + [output_record(out, "report.md", "report", deterministic=False)])  # it quotes times and rates
     write_manifest(out, m)
 
@@ -96,7 +98,7 @@ def sample_rows(prompts: list[Any], before: list[str], after: list[str]) -> list
     """samples.jsonl rows: each held-out prompt (its last user turn; `prompts` are SFT examples or judge.HeldOutPrompt),
     its checkable answer and task (None when it has none), and the greedy answers before / after training, each
     checked (None: nothing to check against)."""
-    from gristmill.align.sft import answer_correct
+    from gristmill.align.answers import answer_correct
 
     def check(p: Any, text: str) -> bool | None:
         return None if p.answer is None else bool(answer_correct(p, text))
@@ -122,13 +124,15 @@ def load_split(load: Any, config: Any, inputs: dict[str, list[Path]], stage: str
     return train, held_out, summary
 
 
-def run_length(config: Any, per_epoch: int, stage: str) -> tuple[int, Any]:
-    """(max_steps, the config the loop reads): `max_steps` or `epochs` worth of steps, evaluation every
-    epoch unless `eval_every` says otherwise; a warmup longer than the run is refused."""
-    import dataclasses
-
+def run_length(config: Any, per_epoch: int, stage: str) -> int:
+    """Optimizer steps of this run: `max_steps`, or as many as `epochs` take; a warmup longer than the run is refused."""
     max_steps = config.max_steps or config.epochs * per_epoch
     if config.optim.warmup_steps > max_steps:
         raise AlignError(f"{stage}.optim.warmup_steps={config.optim.warmup_steps} exceeds the {max_steps} steps of "
                          f"this run; lower it (e.g. --set {stage}.optim.warmup_steps={max_steps // 10})")
-    return max_steps, dataclasses.replace(config, eval_every=config.eval_every or per_epoch)
+    return max_steps
+
+
+def rank_share(items: list[Any], par: parallel.Parallel) -> list[Any]:
+    """This rank's share of held-out batches (every world_size-th, from its rank): the loop sums over ranks."""
+    return items[par.rank::par.world_size]

@@ -14,7 +14,9 @@ Answer format understood by :func:`check_answer` (what the SFT responses teach):
   'nedrag'." is right; letters separated by spaces or dashes are off-format and wrong);
 - fact: the answer appears as a whole word and no other answer of the same relation does.
 
-Responses longer than ``MAX_RESPONSE_CHARS`` are wrong whatever they say.
+Responses longer than ``MAX_RESPONSE_CHARS`` are wrong whatever they say. Every SFT, preference and prompt record
+also says so in generic fields (`check`, `wrong_answers`, `max_chars`: :func:`check_fields`), which is how the
+later stages check answers without importing this module.
 Held-out (val) instances never appear in any train file: reversal words are split by word; arithmetic
 problems and facts are split by phrasing (one phrasing of each held out, one kept for the RL prompts and
 preference pairs, three taught by SFT), so that held-out questions test recall of what was taught under
@@ -312,6 +314,19 @@ def check_answer(task: str | None, prompt_or_record, response: str) -> bool:
 # Writing the files
 # ---------------------------------------------------------------------------------------------
 
+def check_fields(item: dict) -> dict:
+    """The record fields that tell any stage how to check an answer to `item` exactly as `check_answer` does,
+    without knowing this module: `check` (arithmetic: the last integer; reverse: the last word; fact: the answer as
+    a whole word), `wrong_answers` (fact: the other answers of the same relation) and `max_chars`. Drawing no
+    random numbers, they leave every other byte of the files as it was."""
+    fields: dict = {"check": {"arithmetic": "last_number", "reverse": "last_word", "fact": "word"}[item["task"]]}
+    if item["task"] == "fact":
+        relation = item["fact"]["relation"]
+        fields["wrong_answers"] = [f["answer"] for f in lx.FACTS
+                                   if f["relation"] == relation and f["answer"] != item["answer"]]
+    return fields | {"max_chars": MAX_RESPONSE_CHARS}
+
+
 def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
     """One item of a randomly chosen task. Items come in a shuffled order and are reshuffled when a
     pool runs out, so a small file covers many different items before any repeats."""
@@ -323,9 +338,9 @@ def _draw(pools: dict, queues: dict, rng: random.Random) -> dict:
 
 
 def sft_record(item: dict, rng: random.Random) -> dict:
-    """An instruction and a good response in the taught form, with the task and answer so that SFT can check
-    its generations."""
-    check = {"task": item["task"], "answer": item["answer"]}
+    """An instruction and a good response in the taught form, with the task, the answer and how to check it
+    (`check_fields`) so that SFT can check its generations."""
+    check = {"task": item["task"], "answer": item["answer"], **check_fields(item)}
     if item["task"] == "reverse" and rng.random() < 0.3:
         return {"instruction": REVERSE_WITH_INPUT, "input": item["word"], "response": good_response(item, rng)} | check
     prompt = render_prompt(item, rng)
@@ -335,11 +350,11 @@ def sft_record(item: dict, rng: random.Random) -> dict:
 def preference_record(item: dict, rng: random.Random) -> dict:
     chosen, rejected = preference_pair(item, rng)
     return {"prompt": render_prompt(item, rng), "chosen": chosen, "rejected": rejected, "task": item["task"],
-            "answer": item["answer"]}
+            "answer": item["answer"], **check_fields(item)}
 
 
 def prompt_record(item: dict, rng: random.Random) -> dict:
-    return {"prompt": render_prompt(item, rng), "task": item["task"], "answer": item["answer"]}
+    return {"prompt": render_prompt(item, rng), "task": item["task"], "answer": item["answer"], **check_fields(item)}
 
 
 def choice_record(item: dict, rng: random.Random) -> dict:

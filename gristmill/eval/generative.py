@@ -43,7 +43,7 @@ def run_generative(model: Any, tok: Any, task: Task, items: list[Item], chosen: 
                    device: torch.device, *, reward: Path | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answers to the chosen examples, each judged by the task's metric; (results.json entry, samples rows)."""
     from gristmill.eval.metrics import task_result
-    from gristmill.eval.run import Progress
+    from gristmill.eval.progress import Progress
 
     if task.metric == "win_rate" and reward is None:
         raise EvalError(f"task {task.name} is judged by a reward model: give one with --reward REWARD_DIR (a reward "
@@ -122,15 +122,15 @@ def _ifeval(item: dict, answer: str) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def _checked(item: dict, answer: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """A user's (or the demo's) generative task: the built-in checker for the demo's tasks, else the answer as the
-    whole output or a whole word of it; an item without an answer counts as not checkable (excluded)."""
+    """A user's (or the demo's) generative task: the answer checked by the row's own check rule (align.answers: by
+    default the whole output or a whole word of it); a row without an answer is an error."""
+    from gristmill.align.answers import answer_correct
     from gristmill.align.judge import HeldOutPrompt
-    from gristmill.align.sft import answer_correct
 
     if item["answer"] is None:
         raise EvalError("a generative task of your own needs an 'answer' in every row to be checked")
     msgs = item["prompt"] if isinstance(item["prompt"], list) else [{"role": "user", "content": item["prompt"]}]
-    ok = answer_correct(HeldOutPrompt(msgs, item["answer"], item.get("task")), answer)
+    ok = answer_correct(HeldOutPrompt(msgs, item["answer"], item.get("task"), item.get("check")), answer)
     return {"exact_match": float(ok)}, {"answer": item["answer"], "kind": item.get("task")}
 
 

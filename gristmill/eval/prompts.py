@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from gristmill.align.answers import parse_check
 from gristmill.eval import EvalError
 from gristmill.eval.tasks import Task
 
@@ -103,7 +104,8 @@ def alpaca(row: dict, where: str) -> dict:
 
 
 def generative(row: dict, where: str) -> dict:
-    """A user's generative task: {prompt or messages, answer?}; an answer is checked as a whole word of the output."""
+    """A user's generative task: {prompt or messages, answer?, task?, check?, wrong_answers?, max_chars?}; an answer is
+    checked by the row's check rule (align.answers: by default the whole output or a whole word of it)."""
     if "messages" in row:
         msgs = row["messages"]
         if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "user":
@@ -112,8 +114,12 @@ def generative(row: dict, where: str) -> dict:
     else:
         _need(row, ("prompt",), where)
         prompt = row["prompt"]
-    answer = row.get("answer")
-    return {"prompt": prompt, "answer": None if answer is None else str(answer), "task": row.get("task")}
+    answer = None if row.get("answer") is None else str(row["answer"])
+    try:
+        check = parse_check(row, answer)
+    except ValueError as e:
+        raise EvalError(f"{where}: {e}") from None
+    return {"prompt": prompt, "answer": answer, "task": row.get("task"), "check": check}
 
 
 BUILDERS: dict[str, Callable[[dict, str], dict]] = {f.__name__: f for f in (

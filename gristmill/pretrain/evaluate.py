@@ -1,21 +1,15 @@
-"""Measuring: the causal-LM loss, validation loss / perplexity, FLOPs per token and MFU."""
+"""Measuring a base model: the causal-LM loss, validation loss / perplexity, FLOPs per token."""
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gristmill.pretrain import parallel
-from gristmill.pretrain.parallel import Parallel
-
-# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched against torch.cuda.get_device_name().
-_PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("H800", 989.0), ("GH200", 989.0), ("B200", 2250.0),
-                     ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("A10G", 70.0),
-                     ("A10", 125.0), ("L4", 121.0), ("4090", 165.0), ("3090", 71.0), ("V100", 125.0), ("T4", 65.0))
+from gristmill.train import parallel
+from gristmill.train.parallel import Parallel, autocast_for
 
 
 def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -24,12 +18,6 @@ def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.
     logits = model(input_ids=tokens[:, :-1], use_cache=False).logits  # (B, T, V)
     targets = tokens[:, 1:]
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum"), targets.numel()
-
-
-def autocast_for(device: torch.device, dtype: str) -> ContextManager:
-    """bf16 autocast on CUDA when dtype is auto; fp32 on CPU unless bfloat16 is asked for."""
-    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -59,26 +47,6 @@ def flops_per_token(*, params: int, num_layers: int, hidden_size: int, seq_len: 
     """Training FLOPs per token: 6N for the weight matmuls (forward + backward) plus 12·L·d·T for
     attention scores and values (PaLM, appendix B). N counts a tied embedding once (as the head)."""
     return 6.0 * params + 12.0 * num_layers * hidden_size * seq_len
-
-
-def peak_flops(device: torch.device, peak_tflops: float = 0.0) -> float | None:
-    """Peak FLOP/s of one device: the configured value, else a table lookup by GPU name; None on CPU / unknown."""
-    if peak_tflops > 0:
-        return peak_tflops * 1e12
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in _PEAK_BF16_TFLOPS:
-        if key in name:
-            return tflops * 1e12
-    return None
-
-
-def mfu(tokens_per_s: float, flops_token: float, peak: float | None, world_size: int = 1) -> float | None:
-    """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
-    if not peak:
-        return None
-    return tokens_per_s * flops_token / (peak * world_size)
 
 
 def describe(model: Any) -> str:

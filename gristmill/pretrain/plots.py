@@ -35,10 +35,10 @@ def read_rows(path: Path, *, abandoned: list[dict[str, Any]] | None = None,
 
 
 def plot_training(rows: list[dict[str, Any]], events: list[dict[str, Any]], path: Path, *, title: str = "",
-                  abandoned: list[dict[str, Any]] | None = None, eval_key: str = "val_loss",
+                  abandoned: list[dict[str, Any]] | None = None, eval_key: str = "eval_loss",
                   loss_unit: str = "nats/token") -> None:
     """Three panels sharing the step axis; `abandoned` rows (replaced after a rollback) are drawn faintly;
-    `eval_key` names the held-out loss in the rows (val_loss, eval_loss)."""
+    `eval_key` names the held-out loss in the rows."""
     import matplotlib
 
     matplotlib.use("Agg")

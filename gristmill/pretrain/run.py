@@ -22,7 +22,7 @@ def run_pretrain(config: PretrainConfig, inputs: dict[str, list[Path]], out_dir:
     `force` starts clean. Under torchrun every rank calls this; rank 0 writes the files.
     `hooks` (a `loop.Hooks`) is the tests' injection point: faults, a kill after some step.
     """
-    from gristmill.pretrain import parallel
+    from gristmill.train import parallel
 
     with parallel.session(config.device) as par:
         return _run(config, inputs, Path(out_dir), force=force, hooks=hooks, par=par)
@@ -32,12 +32,13 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
          hooks: Any, par: Any) -> Manifest:
     from gristmill.manifests.card import write_model_card
     from gristmill.manifests.inputs import report_path
-    from gristmill.pretrain import parallel
-    from gristmill.pretrain.checkpoint import discard_other_runs
+    from gristmill.train import parallel
+    from gristmill.train.checkpoint import discard_other_runs
     from gristmill.pretrain.data import TokenWindows, TrainBatches, val_batches
-    from gristmill.pretrain.evaluate import (causal_lm_loss, describe, flops_per_token, peak_flops, perplexity,
-                                             validation_loss)
-    from gristmill.pretrain.loop import train
+    from gristmill.pretrain.evaluate import causal_lm_loss, describe, flops_per_token, perplexity
+    from gristmill.train.metrics import peak_flops
+    from gristmill.train.loop import train
+    from gristmill.train.tracking import tracked_files
     from gristmill.pretrain.model import build_model, count_params, llama_config, save_hf_folder
     from gristmill.pretrain.plots import plot_training, read_rows
     from gristmill.tokenize import TokenizeError
@@ -106,11 +107,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     def loss_fn(fwd: Any, windows: Any) -> Any:  # (B, T+1) int64 numpy windows
         return causal_lm_loss(fwd, torch.from_numpy(windows).to(par.device, non_blocking=True))
 
-    def evaluate() -> dict[str, Any]:
-        return {"val_loss": validation_loss(forward, val, par, config.dtype)}
-
     result = train(config, model, forward, par, data, loss_fn, out_dir=out, run_id=m.id, stage="pretrain",
-                   evaluate=evaluate if val else None, unit="tokens", flops_per_unit=fpt,
+                   max_steps=config.max_steps, eval_batches=val or None, unit="tokens", flops_per_unit=fpt,
                    peak_flops=peak_flops(par.device, config.peak_tflops), hooks=hooks)
     st = result.state
 
@@ -129,8 +127,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
                       abandoned=abandoned)
         m.metrics = {
             "final_train_loss": result.final_train_loss,
-            "val_loss": st.evals.get("val_loss"),
-            "val_perplexity": perplexity(st.evals.get("val_loss")),
+            "val_loss": st.evals.get("eval_loss"),
+            "val_perplexity": perplexity(st.evals.get("eval_loss")),
             "tokens_seen": st.seen,
             "steps": st.step,
             "params": counts["params"],
@@ -169,7 +167,8 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
                      + [output_record(out, "metrics.jsonl", "metrics", deterministic=True),
                         output_record(out, "timings.jsonl", "log", deterministic=False),
                         output_record(out, "training.png", "plot", deterministic=True),
-                        output_record(out, "report.md", "report", deterministic=False)])  # it quotes tokens/s
+                        output_record(out, "report.md", "report", deterministic=False)]  # it quotes tokens/s
+                     + [output_record(out, f, "tracking", deterministic=False) for f in tracked_files(out)])
         write_manifest(out, m)
 
     parallel.on_main(par, write_outputs)
@@ -239,10 +238,10 @@ def _report(m: Manifest, tok: Manifest, data_dir: str, model_desc: str, rows: li
                       if e["action"] == "rollback" else "")
             lines.append(f"| {e['step']} | {e['action']} | {e['reason']} | {detail} |")
         lines.append("")
-    evals = [r for r in rows if r.get("val_loss") is not None]
+    evals = [r for r in rows if r.get("eval_loss") is not None]
     if evals:
         lines += ["## Validation", "", "| step | train loss | val loss |", "| --- | --- | --- |"]
-        lines += [f"| {r['step']} | {_fmt(r.get('loss'))} | {_fmt(r['val_loss'])} |" for r in evals]
+        lines += [f"| {r['step']} | {_fmt(r.get('loss'))} | {_fmt(r['eval_loss'])} |" for r in evals]
         lines.append("")
     lines += ["The model folder `model/` loads with `AutoModelForCausalLM.from_pretrained` and "
               "`AutoTokenizer.from_pretrained`; the per-step log is `metrics.jsonl`.", ""]

@@ -5,11 +5,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gristmill.pretrain import PretrainError
-from gristmill.pretrain.config import SpikeConfig
+from gristmill.train import TrainError
+from gristmill.train.config import SpikeConfig
 
 
-class SpikeError(PretrainError):
+class SpikeError(TrainError):
     """Training kept spiking after pretrain.max_rollbacks rollbacks; the run stops."""
 
 

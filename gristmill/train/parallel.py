@@ -5,7 +5,7 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -211,3 +211,9 @@ def load_state(par: Parallel, model: torch.nn.Module, optimizer: torch.optim.Opt
 def grad_norm_value(norm: torch.Tensor) -> torch.Tensor:
     """clip_grad_norm_ returns a DTensor under FSDP2; make it a plain tensor."""
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def autocast_for(device: torch.device, dtype: str) -> ContextManager:
+    """bf16 autocast on CUDA when dtype is auto; fp32 on CPU unless bfloat16 is asked for."""
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

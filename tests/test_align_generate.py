@@ -9,7 +9,7 @@ from gristmill.align import AlignError
 from gristmill.align.chat import pad_id, stop_ids
 from gristmill.align.logprobs import TokenLogps, collate_logps
 from gristmill.align.models import load_causal_lm, load_tokenizer
-from gristmill.align.rollout import check_recomputed, sample
+from gristmill.align.generate import check_recomputed, sample
 
 PROMPTS = [[{"role": "user", "content": "Tell me about river."}], [{"role": "user", "content": "Reverse stone."}],
            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about cloud."}]]
