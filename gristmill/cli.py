@@ -16,7 +16,7 @@ from gristmill import runs
 from gristmill.errors import GristmillError
 from gristmill.manifests import format_lineage, lineage, read_manifest, verify
 from gristmill.manifests.lock import folder_lock
-from gristmill.stages import BUILTIN, StageNotBuilt, StageSpec, is_built
+from gristmill.stages import BUILTIN, StageSpec
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 REPO = Path(__file__).resolve().parent.parent
@@ -220,11 +220,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    recipe = runs.load_recipe(args.recipe)
-    blocked = [s.name for s in BUILTIN if s.name in recipe.get("run", {}).get("stages", []) and not is_built(s)]
-    if blocked:
-        raise StageNotBuilt(f"{args.recipe}: stage(s) {', '.join(blocked)} are not built yet in this version "
-                                 "of gristmill; remove them from [run] stages")
     return _run_recipe(args.recipe, args)
 
 
@@ -292,47 +287,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"demo data already in {data}")
         _add_benchmarks(args, data)
         whole = args.until is None and args.start is None  # the ablation needs the whole chain
-        rc = _run_recipe(DEMO_RECIPE, args, after=(lambda: _demo_ablation(args)) if whole else None)
-    in_recipe = set(runs.load_recipe(DEMO_RECIPE)["run"]["stages"])
-    missing = [s.name for s in BUILTIN if s.name not in in_recipe and not is_built(s)]
-    if missing:
-        print(f"not built yet (not in the demo): {', '.join(missing)}")
-    return rc
-
-
-# `gristmill curate train-reference` / `train-quality` were a second CLI path to the model stages; they are
-# the stage commands now, and the old spelling is translated (scripts keep working) with a note.
-OLD_SPELLINGS = {("curate", "train-reference"): ("reference-lm", ("text", "out", "force")),
-                 ("curate", "train-quality"): ("quality-model", ("positive", "negative", "reference", "out", "force"))}
-
-
-def _old_spelling(argv: list[str]) -> list[str]:
-    """`curate train-quality --positive A --dim 8 ...` -> `quality-model --positive A --set quality-model.dim=8 ...`:
-    the stage's input flags pass through, every config flag becomes a --set of the same field."""
-    old = OLD_SPELLINGS.get(tuple(argv[:2]))
-    if old is None:
-        return argv
-    stage, passthrough = old
-    print(f"gristmill: note: `gristmill {' '.join(argv[:2])}` is now `gristmill {stage}` (config flags as "
-          f"--set {stage}.KEY=VALUE); the old spelling still works but will go", file=sys.stderr)
-    out, rest = [stage], argv[2:]
-    i = 0
-    while i < len(rest):
-        flag = rest[i]
-        name = flag[2:].replace("-", "_") if flag.startswith("--") else None
-        if name is None or name in passthrough or flag in ("-h", "--help"):
-            out.append(flag)
-        elif i + 1 < len(rest):
-            out += ["--set", f"{stage}.{name}={rest[i + 1]}"]
-            i += 1
-        else:
-            out.append(flag)  # a config flag without its value: argparse names it
-        i += 1
-    return out
+        return _run_recipe(DEMO_RECIPE, args, after=(lambda: _demo_ablation(args)) if whole else None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _old_spelling(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     # Stage tools (`gristmill tokenize export ...`) take their own arguments.
     for spec in BUILTIN:
         prefix = ["align", spec.name] if spec.group == "align" else [spec.name]
@@ -356,9 +315,6 @@ def _guard(fn) -> int:
     """Known failures print one clear line and exit non-zero; anything else keeps its traceback."""
     try:
         return int(fn() or 0)
-    except StageNotBuilt as e:
-        print(f"gristmill: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except (GristmillError, FileNotFoundError) as e:
         print(f"gristmill: error: {e}", file=sys.stderr)
         return EXIT_ERROR

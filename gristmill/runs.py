@@ -36,7 +36,7 @@ from gristmill.manifests import (MANIFEST_NAME, InputRecord, Manifest, ManifestE
                                  input_records, read_manifest, verify)
 from gristmill.manifests.store import input_ids
 from gristmill.manifests.lock import folder_lock
-from gristmill.stages import StageSpec, is_built
+from gristmill.stages import StageSpec
 
 
 class RunError(GristmillError):
@@ -57,7 +57,7 @@ class Step:
     config_dict: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, list[Path]] = field(default_factory=dict)
     id: str = ""
-    action: str = "run"  # run | skip | excluded | not-built
+    action: str = "run"  # run | skip | excluded
     reason: str = ""
 
 
@@ -140,9 +140,6 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
         planned[name] = step
         if spec is None:
             raise RunError(f"recipe: unknown stage {name!r}; known stages: {', '.join(registry)}")
-        if not is_built(spec):
-            step.action, step.reason = "not-built", "not built yet in this version of gristmill"
-            continue
         section = recipe.get(name, recipe.get(uses[name], {}) if name in uses else {})
         step.config = cfg.build(spec.config_cls(), section, section=name)
         step.config_dict = cfg.to_dict(step.config)
@@ -161,9 +158,6 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
                     if up.spec is not None and up.spec.name not in accepted:
                         raise RunError(f"[inputs] {name}.{role} = {p!r}: {name} takes {', '.join(accepted)} here, "
                                        f"not {up.spec.name}")
-                    if up.action == "not-built" or not up.id:
-                        step.action, step.reason = "blocked", f"needs {p[1:]}, which cannot run"
-                        break
                     ids.append(InputRecord(role=role, path=str(up.out_dir), sha256="", stage=up.name, id=up.id))
                     step.inputs.setdefault(role, []).append(up.out_dir)
                     if up.name in rerun:
@@ -174,8 +168,6 @@ def plan(recipe: dict[str, Any], registry: dict[str, StageSpec], *, run_dir: Pat
                                        f"recipe's [inputs] or give --set inputs.{name}.{role}=PATH")
                     raw_paths.setdefault(role, []).append(p)
                     step.inputs.setdefault(role, []).append(p)
-        if step.action == "blocked":
-            continue
         try:
             ids += input_records(raw_paths, spec.expect, step.out_dir)
         except ManifestError as e:

@@ -1,8 +1,8 @@
 """The table of built-in stages: name, input roles (CLI flags), and where the code lives.
 
 Code is named by string and imported only when the stage runs, so `gristmill --help` does not
-import torch, and a stage that is not built yet is reported instead of crashing the CLI. Stages
-read their own roles here (`spec(name).expect`); the planner (runs.py) sits above this table.
+import torch. Stages read their own roles here (`spec(name).expect`); the planner (runs.py) sits
+above this table.
 """
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gristmill.errors import GristmillError
 from gristmill.manifests import RAW, Manifest
-
-
-class StageNotBuilt(GristmillError):
-    """The recipe or command names a stage whose code is not in this version of gristmill."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +31,6 @@ class StageSpec:
     config: str | type  # "module:Class", or the class itself (tests register fakes this way)
     run: str | Callable[..., Manifest]  # run(config, inputs, out_dir, *, force) -> Manifest
     group: str | None = None  # CLI group: `gristmill align sft`
-    issue: int | None = None  # the issue that builds it, for the "not built yet" message
     tools: tuple[tuple[str, str], ...] = ()  # extra commands: (name, "module:main(argv) -> int"), e.g. tokenize export
 
     @property
@@ -44,34 +38,15 @@ class StageSpec:
         return {r.name: r.accepts for r in self.roles}
 
     def config_cls(self) -> type:
-        return self.config if isinstance(self.config, type) else _load(self, self.config)
+        return self.config if isinstance(self.config, type) else _load(self.config)
 
     def run_fn(self) -> Callable[..., Manifest]:
-        return self.run if callable(self.run) else _load(self, self.run)
+        return self.run if callable(self.run) else _load(self.run)
 
 
-def _load(spec: StageSpec, target: str) -> Any:
+def _load(target: str) -> Any:
     module, _, attr = target.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")) and e.name.startswith("gristmill"):
-            where = f" (issue {spec.issue})" if spec.issue else ""
-            raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}") from None
-        raise
-    if not hasattr(mod, attr):  # the module is there (another stage of the group lives in it), this stage not yet
-        where = f" (issue {spec.issue})" if spec.issue else ""
-        raise StageNotBuilt(f"stage {spec.name!r} is not built yet in this version of gristmill{where}")
-    return getattr(mod, attr)
-
-
-def is_built(spec: StageSpec) -> bool:
-    try:
-        spec.config_cls()
-        spec.run_fn()
-        return True
-    except StageNotBuilt:
-        return False
+    return getattr(importlib.import_module(module), attr)
 
 
 BUILTIN: tuple[StageSpec, ...] = (
@@ -79,7 +54,7 @@ BUILTIN: tuple[StageSpec, ...] = (
         name="reference-lm", help="clean text -> n-gram reference LM (ARPA) for curate's perplexity filter",
         roles=(Role("text", "--text", accepts=(RAW,), many=True,
                     help="clean reference text: .txt (one document per line) or .jsonl(.gz/.zst) with 'text'"),),
-        config="gristmill.curate.config:ReferenceConfig", run="gristmill.curate.model_stages:run_reference", issue=3),
+        config="gristmill.curate.config:ReferenceConfig", run="gristmill.curate.model_stages:run_reference"),
     StageSpec(
         name="quality-model", help="reference text vs raw web -> fastText quality classifier for curate",
         roles=(Role("positive", "--positive", accepts=(RAW,), many=True, help="reference-quality text (.txt / .jsonl)"),
@@ -87,8 +62,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="raw web text (.txt / .jsonl), or web dumps (WARC / .html / Parquet) whose pages are extracted"),
                Role("reference", "--reference", accepts=("reference-lm", RAW), required=False,
                     help="reference LM whose perplexity joins the quality score (curate must then use the same one)")),
-        config="gristmill.curate.config:QualityModelConfig", run="gristmill.curate.model_stages:run_quality_model",
-        issue=3),
+        config="gristmill.curate.config:QualityModelConfig", run="gristmill.curate.model_stages:run_quality_model"),
     StageSpec(
         name="curate", help="web dump -> language ID, boilerplate removal, filters, dedup, ledger",
         roles=(Role("data", "--input", accepts=(RAW,), many=True, help="WARC/WET/JSONL/Parquet files, globs or folders"),
@@ -103,19 +77,19 @@ BUILTIN: tuple[StageSpec, ...] = (
                Role("truth", "--truth", accepts=(RAW,), required=False,
                     help="ground truth of a generated dump (the demo's truth.jsonl): the report measures "
                          "language ID, dedup, spam and extraction against it")),
-        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate", issue=3),
+        config="gristmill.curate.config:CurateConfig", run="gristmill.curate.run:run_curate"),
     StageSpec(
         name="tokenize", help="curated documents -> BPE tokenizer + memory-mapped token shards",
         roles=(Role("data", "--input", accepts=("curate",), help="a finished curate folder"),
                Role("tokenizer", "--tokenizer", accepts=(RAW, "tokenize"), required=False,
                     help="use this tokenizer folder / tokenizer.json instead of training one")),
-        config="gristmill.tokenize.config:TokenizeConfig", run="gristmill.tokenize.run:run_tokenize", issue=4,
+        config="gristmill.tokenize.config:TokenizeConfig", run="gristmill.tokenize.run:run_tokenize",
         tools=(("export", "gristmill.tokenize.export:main"),)),
     StageSpec(
         name="pretrain", help="token shards -> base model (Hugging Face folder)",
         roles=(Role("data", "--data", accepts=("tokenize",), many=True,
                     help="finished tokenize folders, one tokenizer; several = a mixture (pretrain.mixture)"),),
-        config="gristmill.pretrain.config:PretrainConfig", run="gristmill.pretrain.run:run_pretrain", issue=5),
+        config="gristmill.pretrain.config:PretrainConfig", run="gristmill.pretrain.run:run_pretrain"),
     StageSpec(
         name="sft", help="base model + instructions -> SFT model", group="align",
         roles=(Role("model", "--model", accepts=("pretrain", "sft", RAW),
@@ -124,7 +98,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="SFT JSONL / JSON (.gz, .zst): {instruction, input?, response}, {messages}, self-instruct tasks"),
                Role("eval", "--eval", accepts=(RAW,), many=True, required=False,
                     help="held-out SFT data; default: a stable hash split of --data (sft.data.eval_fraction)")),
-        config="gristmill.align.config:SFTConfig", run="gristmill.align.sft:run_sft", issue=8),
+        config="gristmill.align.config:SFTConfig", run="gristmill.align.sft:run_sft"),
     StageSpec(
         name="reward", help="SFT model + preference pairs -> reward model (Bradley-Terry)", group="align",
         roles=(Role("model", "--model", accepts=("sft", "pretrain", RAW),
@@ -133,7 +107,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="preference JSONL / JSON: {prompt, chosen, rejected} (strings or messages) or Anthropic HH"),
                Role("eval", "--eval", accepts=(RAW,), many=True, required=False,
                     help="held-out pairs; default: a stable hash split of --data (reward.data.eval_fraction)")),
-        config="gristmill.align.config:RewardConfig", run="gristmill.align.reward:run_reward", issue=8),
+        config="gristmill.align.config:RewardConfig", run="gristmill.align.reward:run_reward"),
     StageSpec(
         name="dpo", help="SFT model + preference pairs -> aligned model (DPO, IPO, RPO, SimPO, ORPO, KTO)",
         group="align",
@@ -144,7 +118,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="held-out pairs; default: a stable hash split of --data (dpo.data.eval_fraction)"),
                Role("reward", "--reward", accepts=("reward",), required=False,
                     help="a reward model folder that judges the SFT model's and the new model's answers")),
-        config="gristmill.align.config:DPOConfig", run="gristmill.align.dpo:run_dpo", issue=9),
+        config="gristmill.align.config:DPOConfig", run="gristmill.align.dpo:run_dpo"),
     StageSpec(
         name="ppo", help="SFT model + prompts + reward model or checker -> aligned model (PPO, GRPO, RLOO)",
         group="align",
@@ -155,7 +129,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                     help="held-out prompts; default: a stable hash split of --data (ppo.data.eval_fraction)"),
                Role("reward", "--reward", accepts=("reward",), required=False,
                     help="the reward model folder (ppo.reward=model); it also judges the before / after")),
-        config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo", issue=10),
+        config="gristmill.align.config:PPOConfig", run="gristmill.align.ppo:run_ppo"),
     StageSpec(
         name="eval", help="a model + benchmark task files -> scores (CORE, MMLU, HellaSwag, ARC, PIQA, GSM8K, IFEval ...)",
         roles=(Role("model", "--model", accepts=("pretrain", "sft", "dpo", "ppo", RAW),
@@ -165,7 +139,7 @@ BUILTIN: tuple[StageSpec, ...] = (
                          "(JSONL) of your own, named in --tasks as FILE:FORMAT"),
                Role("reward", "--reward", accepts=("reward", RAW), required=False,
                     help="a reward model folder: judges alpaca_eval's answers against its reference answers")),
-        config="gristmill.eval.config:EvalConfig", run="gristmill.eval.run:run_eval", issue=21),
+        config="gristmill.eval.config:EvalConfig", run="gristmill.eval.run:run_eval"),
 )
 
 

@@ -1,4 +1,4 @@
-"""The CLI: version, stage flags from the role table, unbuilt stages, errors without tracebacks."""
+"""The CLI: version, stage flags from the role table, errors without tracebacks."""
 from __future__ import annotations
 
 import subprocess
@@ -8,22 +8,13 @@ from dataclasses import dataclass
 import pytest
 
 from gristmill import __version__, cli
-from gristmill.stages import Role, StageSpec
+from gristmill.stages import StageSpec
 
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"gristmill {__version__}"
-
-
-def test_unbuilt_stage_exits_2_with_a_message(monkeypatch, tmp_path, capsys):
-    fake = StageSpec("later", "arrives later", (Role("data", "--input", accepts=("raw",)),),
-                     "gristmill.later_stage.config:C", "gristmill.later_stage.run:run", issue=99)
-    monkeypatch.setattr(cli, "BUILTIN", (fake,))
-    assert cli.main(["later", "--input", "x", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "stage 'later' is not built yet" in err and "issue 99" in err and "Traceback" not in err
 
 
 @dataclass(kw_only=True)

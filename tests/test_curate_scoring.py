@@ -20,14 +20,6 @@ from gristmill.curate.perplexity import (BOS, EOS, UNK, ArpaScorer, CausalLMScor
                                          percentile_bounds, perplexity_verdict, read_arpa, train_ngram)
 from gristmill.curate.quality import load_quality, quality_verdict, read_texts, train_quality
 from gristmill.cli import main
-
-
-def train_reference_main(argv: list[str]) -> int:  # the old spelling: translated to `gristmill reference-lm`
-    return main(["curate", "train-reference", *argv])
-
-
-def train_quality_main(argv: list[str]) -> int:  # the old spelling: translated to `gristmill quality-model`
-    return main(["curate", "train-quality", *argv])
 from gristmill.manifests import read_manifest, verify
 
 _ADJ = ["old", "young", "quiet", "small", "broken", "wooden", "northern", "busy", "careful", "bright", "narrow",
@@ -299,8 +291,9 @@ def test_non_utf8_text_is_decoded_like_web_pages(tmp_path, quality_files):
         f.write(("\n".join(lines) + "\n").encode("cp1252"))
     assert list(read_texts(ref)) == lines
     out = tmp_path / "q"
-    assert train_quality_main(["--positive", str(ref), "--negative", str(quality_files[1]), "--out", str(out),
-                               "--dim", "8", "--bucket", "5000", "--epochs", "3"]) == 0
+    assert main(["quality-model", "--positive", str(ref), "--negative", str(quality_files[1]), "--out", str(out),
+                 "--set", "quality-model.dim=8", "--set", "quality-model.bucket=5000",
+                 "--set", "quality-model.epochs=3"]) == 0
     m = read_manifest(out)
     assert m.metrics["train_documents"]["hq"] + m.metrics["heldout_documents"]["hq"] == len(lines)
     # no charset fits these bytes: an error naming the file and the line, not a traceback
@@ -322,11 +315,12 @@ def test_quality_defaults_agree_between_command_config_and_function(capsys):
 
 # -- the commands ------------------------------------------------------------------------------
 
-def test_train_reference_command_writes_a_verified_folder(tmp_path, corpus, capsys):
+def test_reference_lm_command_writes_a_verified_folder(tmp_path, corpus):
     text = tmp_path / "ref.jsonl"
     text.write_text("".join(json.dumps({"text": d}) + "\n" for d in corpus[:100]))
     out = tmp_path / "ref-lm"
-    assert train_reference_main(["--text", str(text), "--out", str(out), "--order", "2"]) == 0
+    argv = ["reference-lm", "--text", str(text), "--out", str(out), "--set", "reference-lm.order=2"]
+    assert main(argv) == 0
     m = read_manifest(out)
     assert m.stage == "reference-lm" and m.config["order"] == 2 and verify(out) == []
     assert [(i.role, i.bytes) for i in m.inputs] == [("text", text.stat().st_size)]
@@ -334,21 +328,20 @@ def test_train_reference_command_writes_a_verified_folder(tmp_path, corpus, caps
     assert m.metrics["sentences"] == sum(len(d.splitlines()) for d in corpus[:100])
     sc = load_scorer(out, prefer_kenlm=False)
     assert isinstance(sc, ArpaScorer) and sc.order == 2
-    assert "is now `gristmill reference-lm`" in capsys.readouterr().err  # the old spelling says what replaced it
     before = (out / "manifest.json").stat().st_mtime_ns
-    assert main(["reference-lm", "--text", str(text), "--out", str(out), "--set", "reference-lm.order=2"]) == 0
+    assert main(argv) == 0
     assert read_manifest(out).id == m.id and (out / "manifest.json").stat().st_mtime_ns == before  # same id: skipped
     text.write_text(json.dumps({"text": "changed text"}) + "\n")
-    assert train_reference_main(["--text", str(text), "--out", str(out), "--order", "2"]) == 0
+    assert main(argv) == 0
     assert read_manifest(out).id != m.id  # new input content -> new model
 
 
-def test_train_quality_command_writes_a_verified_folder(tmp_path, quality_files):
+def test_quality_model_command_writes_a_verified_folder(tmp_path, quality_files):
     pos, neg = quality_files
     out = tmp_path / "q"
-    argv = ["--positive", str(pos), "--negative", str(neg), "--out", str(out), "--dim", "8", "--bucket", "5000",
-            "--epochs", "3"]
-    assert train_quality_main(argv) == 0
+    argv = ["quality-model", "--positive", str(pos), "--negative", str(neg), "--out", str(out),
+            "--set", "quality-model.dim=8", "--set", "quality-model.bucket=5000", "--set", "quality-model.epochs=3"]
+    assert main(argv) == 0
     m = read_manifest(out)
     assert m.stage == "quality-model" and verify(out) == []
     assert sorted(i.role for i in m.inputs) == ["negative", "positive"]
@@ -358,11 +351,11 @@ def test_train_quality_command_writes_a_verified_folder(tmp_path, quality_files)
     assert m.config["dim"] == 8 and m.metrics["heldout_accuracy"] >= 0.9
     assert load_quality(out).score(_spam(random.Random(3))) < 0.5
     with pytest.raises(SystemExit):
-        train_quality_main(["--positive", str(pos), "--out", str(out)])  # --negative missing: argparse says so
+        main(["quality-model", "--positive", str(pos), "--out", str(out)])  # --negative missing: argparse says so
 
 
-def test_train_reference_rejects_empty_text(tmp_path, capsys):
+def test_reference_lm_rejects_empty_text(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    assert train_reference_main(["--text", str(empty), "--out", str(tmp_path / "o")]) != 0
+    assert main(["reference-lm", "--text", str(empty), "--out", str(tmp_path / "o")]) != 0
     assert "no tokens" in capsys.readouterr().err  # one line, no traceback

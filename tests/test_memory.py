@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from gristmill.train.memory import checkpointed_layers, enable_gradient_checkpointing, peak_memory_mb
+from gristmill.train.memory import checkpointed_layers, enable_gradient_checkpointing, peak_memory_mb, return_freed_memory
 
 VOCAB, PAD, LAYERS = 96, 0, 2
 TOL = {"rtol": 1e-5, "atol": 1e-6}  # the recompute runs the same kernels on the same inputs: equal up to fp32 rounding
@@ -201,3 +203,34 @@ def test_peak_memory_mb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**20)
     assert peak_memory_mb(torch.device("cuda")) == 3.0
     assert peak_memory_mb("cuda:0") == 3.0
+
+
+HEAP = """
+import os, sys, psutil
+from gristmill.train.memory import return_freed_memory
+if sys.argv[1] == "1":
+    assert return_freed_memory() and os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+import torch  # after the call: torch reads THP_MEM_ALLOC_ENABLE at its first large allocation
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+x = torch.ones(2 * 2**20); del x          # an 8 MB block freed: glibc's dynamic mmap threshold rises to it
+base = rss()
+blocks = [torch.ones(2 * 2**20) for _ in range(40)]  # 320 MB in 8 MB blocks
+last = blocks[-1]; del blocks                          # all freed but the last
+print(rss() - base)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_return_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freed 8 MB activations stay resident under glibc's default; with the threshold fixed they go back.
+    A threshold the user set in the environment stands."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")}
+    kept = {on: float(subprocess.run([sys.executable, "-c", HEAP, on], capture_output=True, text=True, env=env,
+                                     check=True).stdout) for on in ("0", "1")}
+    if kept["0"] < 200:
+        pytest.skip(f"this libc returns freed blocks by itself ({kept['0']:.0f} MB kept)")
+    assert kept["1"] < 50, kept
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert return_freed_memory() is False

@@ -52,8 +52,6 @@ REGISTRY = {
     "alpha": StageSpec("alpha", "fake first stage", (Role("data", "--input", accepts=(RAW,), many=True),),
                        AlphaConfig, run_alpha),
     "beta": StageSpec("beta", "fake second stage", (Role("data", "--input", accepts=("alpha",)),), BetaConfig, run_beta),
-    "unbuilt": StageSpec("unbuilt", "not here", (Role("data", "--input", accepts=("beta",)),),
-                         "gristmill.no_such_stage.config:X", "gristmill.no_such_stage.run:run"),
 }
 
 
@@ -131,13 +129,6 @@ def test_from_and_until(recipe, tmp_path):
         _plan(recipe, tmp_path, until="gamma")
 
 
-def test_unbuilt_stage_is_reported_not_raised(recipe, tmp_path):
-    recipe["run"]["stages"].append("unbuilt")
-    recipe["inputs"]["unbuilt"] = {"data": "@beta"}
-    steps = _plan(recipe, tmp_path)
-    assert steps[-1].action == "not-built" and "not built yet" in format_plan(steps)
-
-
 @pytest.mark.parametrize("edit, match", [
     (lambda r: r["inputs"].__setitem__("beta", {"data": "@gamma"}), "no earlier stage 'gamma'"),
     (lambda r: r["inputs"].__setitem__("beta", {}), "missing input 'data'"),
@@ -191,15 +182,14 @@ def test_upstream_that_ran_again_makes_downstream_stale(recipe, tmp_path):
     assert CALLS == ["beta"] and _actions(_plan(recipe, tmp_path)) == {"alpha": "skip", "beta": "skip"}
 
 
-def test_a_stage_whose_module_exists_but_not_its_code_is_not_built():
-    # dpo's config will live in gristmill.align.config beside SFTConfig: the module imports, the class is missing
-    from gristmill.stages import StageNotBuilt, is_built
-
-    s = StageSpec(name="later", help="", roles=(), config="gristmill.config:NoSuchConfig", run="gristmill.config:build",
-                  issue=99)
-    assert not is_built(s)
-    with pytest.raises(StageNotBuilt, match="issue 99"):
+def test_a_stage_whose_code_is_missing_is_a_programming_error():
+    # every built-in stage is built: a wrong "module:attr" is a plain ImportError / AttributeError, not a user error
+    s = StageSpec(name="later", help="", roles=(), config="gristmill.config:NoSuchConfig",
+                  run="gristmill.no_such_stage.run:run")
+    with pytest.raises(AttributeError):
         s.config_cls()
+    with pytest.raises(ImportError):
+        s.run_fn()
 
 
 def test_a_stage_runs_twice_under_two_names(recipe, tmp_path):

@@ -71,7 +71,9 @@ class TokenLogps(torch.nn.Module):
         decoder, head = _parts(self.model)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state  # (R, T, H)
-        logits = head(hidden.flatten(0, 1)[pos]).float() / self.temperature  # (N, V), fp32
+        logits = head(hidden.flatten(0, 1)[pos]).float()  # (N, V), fp32
+        if self.temperature != 1.0:  # x / 1 is x: skip the (N, V) copy (DPO, the judge, the reference)
+            logits = logits / self.temperature
         logp = -F.cross_entropy(logits, target, reduction="none")  # (N,)
         if not with_entropy:
             return logp

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import resource
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CACHE_KWARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
 
@@ -74,6 +76,8 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 def _no_cache_while_training(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """use_cache=False for a decoder forward that records gradients and brings no cache of its own."""
+    import torch
+
     if torch.is_grad_enabled() and module.gradient_checkpointing and not any(
             kwargs.get(k) is not None for k in CACHE_KWARGS):
         kwargs["use_cache"] = False
@@ -82,6 +86,8 @@ def _no_cache_while_training(module: torch.nn.Module, args: tuple, kwargs: dict)
 
 def _forward_any_mode(layer: torch.nn.Module, cls_forward: Any, *args: Any, **kwargs: Any) -> Any:
     """A block's forward that checkpoints in eval mode too (transformers' own wrapper does in train mode)."""
+    import torch
+
     if (layer.training or not layer.gradient_checkpointing or not torch.is_grad_enabled()
             or any(kwargs.get(k) is not None for k in CACHE_KWARGS)):
         return cls_forward(layer, *args, **kwargs)
@@ -93,8 +99,44 @@ def peak_memory_mb(device: torch.device | str | None = None) -> float:
     device (tensors only: the caching allocator's reserve and the CUDA context are not in it), else the
     maximum resident set size (everything the process touched: weights, activations, allocator caches,
     Python, libraries)."""
+    import torch
+
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """On glibc (Linux CPU training): serve every allocation of `threshold` bytes or more with its own mmap,
+    given back to the system when freed, and have torch back such blocks with transparent huge pages. True
+    when the threshold was set. Call it before the process's first large torch allocation (before loading a
+    model): torch reads THP_MEM_ALLOC_ENABLE once, at that allocation.
+
+    glibc's default starts the threshold at 128 KB and raises it (up to 32 MB) each time such a block is
+    freed; from then on every activation tensor comes from the heap, and the freed activations of one layer
+    stay resident as holes that later allocations do not fit. One reward-model step on SmolLM2-135M (LoRA,
+    gradient checkpointing, 4 rows x 1,024 tokens, one thread): peak RSS 6.8 GB and 67 CPU s by default;
+    1.5 GB but 94 CPU s with the threshold at 1 MB (every fresh mapping is page-faulted 4 KB at a time);
+    1.5 GB and 66 CPU s with the threshold and huge pages (THP_MEM_ALLOC_ENABLE=1: torch aligns blocks of
+    2 MB and more to 2 MB and madvises MADV_HUGEPAGE, 512 x fewer faults). Same as starting the process
+    with MALLOC_MMAP_THRESHOLD_=threshold THP_MEM_ALLOC_ENABLE=1. Numbers are unaffected: it changes where
+    memory comes from, not what is computed. No-op elsewhere (macOS, musl; CUDA memory is torch's own),
+    and a MALLOC_MMAP_THRESHOLD_ / THP_MEM_ALLOC_ENABLE the process was started with stands. Imports no
+    torch: a CLI can call it first thing."""
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+    if ok:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    return ok
