@@ -16,15 +16,19 @@ down to a few prompts, and a few hundred records are read.
         [--quick] [--malloc-mmap-threshold 1048576] [--threads 2] [--reward-model PATH] [--dry-run]
 
 --gradient-checkpointing adds `--set <stage>.gradient_checkpointing=true` to every command (the key is
-absent from older trees: leave the flag off there). --malloc-mmap-threshold N sets MALLOC_MMAP_THRESHOLD_
-for the children: glibc then serves every allocation of N bytes or more with its own mmap and returns it on
-free, instead of growing the heap (the default raises that threshold to 32 MB as the first big blocks are
-freed, after which the freed activations of one layer stay resident as heap holes).
+absent from older trees: leave the flag off there). --malloc-mmap-threshold N sets MALLOC_MMAP_THRESHOLD_=N
+and THP_MEM_ALLOC_ENABLE=1 for the children: glibc then serves every allocation of N bytes or more with its
+own mmap and returns it on free, instead of growing the heap (the default raises that threshold to 32 MB as
+the first big blocks are freed, after which the freed activations of one layer stay resident as heap holes),
+and torch backs those blocks with huge pages (fewer page faults); what gristmill.train.memory.
+return_freed_memory() does from inside the process. The table's header says which allocator settings ran.
 
-Breakdown mode (--breakdown): one training micro-step of sft (packed rows) and of the reward model (pairs
-with their shared prompt) at batch 4, max_length 512, in a fresh process per variant (attention sdpa /
-eager, LoRA dropout, the vocabulary head on / off, gradient checkpointing, allocator), printing the RSS
-after loading, after the forward, the peak, and the bytes autograd keeps for the backward.
+Breakdown mode (--breakdown): one training micro-step at batch 4, max_length 512, the worst case of the
+data (sft: the 4 fullest packed rows of Alpaca; reward: the 4 longest HH pairs, each its prompt once and
+both answers, so rows up to 2 x max_length wide), in a fresh process per variant (attention sdpa / eager,
+LoRA dropout, the vocabulary head on / off, gradient checkpointing, allocator), printing the RSS after
+loading, after the forward, the peak, the CPU seconds of the step, and the bytes autograd keeps for the
+backward (distinct non-parameter storages; under checkpointing, what stays outside the checkpoints).
 """
 from __future__ import annotations
 
@@ -140,14 +144,18 @@ def table(args: argparse.Namespace) -> int:
         env["OMP_NUM_THREADS"] = str(args.threads)
     if args.malloc_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench-memory-"))
-    work.mkdir(parents=True, exist_ok=True)
+        env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "bench-memory"
+    if not args.dry_run:
+        work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-memory-"))
+        work.mkdir(parents=True, exist_ok=True)
     gc = "on" if args.gradient_checkpointing else "off"
     lines = ["| stage | models held | LoRA / full | dtype | gradient checkpointing | peak RSS GB | wall s | CPU s | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print(f"# bench_memory: {args.model}, max_length {args.max_length}, batch {args.batch_size}; "
           f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', '(default)')}, "
-          f"MALLOC_MMAP_THRESHOLD_={env.get('MALLOC_MMAP_THRESHOLD_', '(glibc default)')}; logs in {work}", flush=True)
+          f"MALLOC_MMAP_THRESHOLD_={env.get('MALLOC_MMAP_THRESHOLD_', '(glibc default)')}, "
+          f"THP_MEM_ALLOC_ENABLE={env.get('THP_MEM_ALLOC_ENABLE', '(unset)')}; logs in {work}", flush=True)
     failed = 0
     for row in args.stages:
         for mode in args.modes:
@@ -186,10 +194,13 @@ VARIANTS = [  # (stage, label, step options, extra environment)
     ("sft", "full, sdpa", {"lora": False}, {}),
     ("sft", "full, gradient checkpointing, MALLOC_MMAP_THRESHOLD_=1 MB", {"lora": False, "gc": True},
      {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
-    ("sft", "LoRA, evaluation forward (no_grad, full (B, T, V) logits)", {"phase": "eval"}, {}),
+    ("sft", "LoRA, an evaluation forward with full (B, T, V) logits (no_grad; sft's evaluate() before the training core)",
+     {"phase": "eval"}, {}),
     ("reward", "LoRA, sdpa (as shipped)", {}, {}),
     ("reward", "LoRA, gradient checkpointing", {"gc": True}, {}),
     ("reward", "LoRA, gradient checkpointing, MALLOC_MMAP_THRESHOLD_=1 MB", {"gc": True}, {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
+    ("reward", "LoRA, gradient checkpointing, MALLOC_MMAP_THRESHOLD_=1 MB + THP_MEM_ALLOC_ENABLE=1", {"gc": True},
+     {"MALLOC_MMAP_THRESHOLD_": "1048576", "THP_MEM_ALLOC_ENABLE": "1"}),
     ("reward", "full, gradient checkpointing, MALLOC_MMAP_THRESHOLD_=1 MB", {"lora": False, "gc": True},
      {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
 ]

@@ -3,19 +3,25 @@
 `enable_gradient_checkpointing(model)` works on a transformers model (pretrain's LlamaForCausalLM, an
 AutoModelForCausalLM or AutoModelForSequenceClassification) and on the same wrapped by peft (LoRA). Each
 decoder block keeps only its input in the forward and recomputes its activations in the backward: the
-loss and the gradients are the same (the recompute replays the block's dropout RNG), activations cost
-one (B, T, H) tensor per block instead of ~20, and a step takes ~30 % more compute.
+loss and the gradients are the same (the recompute replays the block's dropout RNG), and what autograd
+keeps for the backward drops from ~30 (B, T, H)-sized tensors per block to one (SmolLM2-135M, LoRA,
+4 x 512 tokens: 4.7 GB -> 0.14 GB, plus the vocabulary head's). The forward runs twice, ~1/3 more
+compute per step in theory.
 
 Two things differ from `model.gradient_checkpointing_enable()` alone:
 
 - non-reentrant checkpointing (`use_reentrant=False`): gradients reach LoRA adapters behind frozen
   embeddings without `enable_input_require_grads`, and keyword arguments pass through;
 - it also checkpoints in eval mode. transformers checkpoints a block only `if self.gradient_checkpointing
-  and self.training`, but PPO (and DPO's policy) train with the model in eval mode, so that dropout
+  and self.training`, but PPO trains with its policy and value model in eval mode, so that dropout
   cannot make the training forward disagree with sampling. Switching the blocks to train mode would turn
   LoRA and attention dropout back on, so each block gets an instance-level `forward` that checkpoints
   whenever gradients are being recorded and no KV cache is passed; in train mode it defers to
   transformers' own wrapper. Generation (no_grad, or with a cache) runs the blocks as before.
+
+On CPU, peak RSS is also the allocator's: `return_freed_memory()` makes glibc give freed activations back
+(with gradient checkpointing, one step's peak on SmolLM2 drops from 4.3-6.8 GB to 1.5-2.0 GB).
+`peak_memory_mb(device)` is what the stages record.
 """
 from __future__ import annotations
 
@@ -128,15 +134,14 @@ def return_freed_memory(threshold: int = 1 << 20) -> bool:
     memory comes from, not what is computed. No-op elsewhere (macOS, musl; CUDA memory is torch's own),
     and a MALLOC_MMAP_THRESHOLD_ / THP_MEM_ALLOC_ENABLE the process was started with stands. Imports no
     torch: a CLI can call it first thing."""
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    if not sys.platform.startswith("linux"):
+        return False
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     import ctypes
 
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
     except (OSError, AttributeError):
         return False
-    if ok:
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    return ok
