@@ -62,16 +62,6 @@ def sets(stage: str, **kv: object) -> list[str]:
     return out
 
 
-def ppo_length_key() -> str:
-    """ppo's iterations setting in the tree being measured: ppo.max_steps (one training core), or ppo.iterations
-    (older trees)."""
-    import dataclasses
-
-    from gristmill.align.config import PPOConfig
-
-    return "iterations" if "iterations" in {f.name for f in dataclasses.fields(PPOConfig)} else "max_steps"
-
-
 def command(args: argparse.Namespace, row: str, mode: str, out: Path, reward: Path | None = None,
             steps: int | None = None, checkpointing: bool | None = None) -> list[str] | None:
     """The CLI command of one row, or None where the configuration does not exist (adapter-off without LoRA)."""
@@ -98,7 +88,7 @@ def command(args: argparse.Namespace, row: str, mode: str, out: Path, reward: Pa
             cache_dir=str(out.parent / "ref-cache"), **{"data.max_records": args.records // 4})
     else:  # ppo: gae, the value model on the reward model's weights
         cmd = base + ["--reward", str(reward), "--data", str(hh / "helpful-base" / "test.jsonl.gz")]
-        iterations = {ppo_length_key(): 1 if args.quick else 2}
+        iterations = {"max_steps": 1 if args.quick else 2}
         cmd += sets("ppo", max_length=args.max_length, **iterations, advantage="gae", reward="model",
                     judge_prompts=args.judge_prompts, eval_samples=0, samples_shown=0,
                     **{"lora.enabled": lora, "optim.warmup_steps": 0, "data.max_records": args.records})
