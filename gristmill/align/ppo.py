@@ -51,7 +51,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
     from gristmill.align.stage import check_context, finish, load_split, sample_rows, start
     from gristmill.pretrain.plots import read_rows
     from gristmill.train.memory import peak_memory_mb
-    from gristmill.train.spikes import SpikeError
+    from gristmill.train.spikes import SpikeError, event_counts, spike_event
     from gristmill.train.trainer import Trainer
 
     s = start("ppo", config, inputs, out, force=force, par=par)
@@ -230,7 +230,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
                 u = trainer.update(n, [gids], loss_fn)
                 v = u.verdict
                 if v.action != "ok":
-                    event = {"step": n, "kind": "spike", "action": v.action, "reason": v.reason}
+                    event = spike_event(n, v, u.loss, u.grad_norm)
                     st.events.append(event)
                     print(f"ppo: iteration {n}: spike ({v.reason}) -> {v.action}")
                 if v.action == "stop":
@@ -306,8 +306,7 @@ def _run(config: PPOConfig, inputs: dict[str, list[Path]], out: Path, *, force: 
         "value_model": value_from, "reference": "copy" if reference_copy is not None else "adapter",
         "reward_tokenizer": None if rm is None else ("same" if rm["same_vocab"] else "re-encoded from text"),
         "roles_memory_mb": roles, "peak_memory_mb": round(peak_memory_mb(dev), 1), "kl_coef_final": st.extra["kl_coef"],
-        "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
-        "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
+        **event_counts(st.events),
         "events": st.events, **{f"total_{k}": round(v, 3) for k, v in timing.items()},
         "first": _pick(rows[0] if rows else {}), "last": _pick(rows[-1] if rows else {}),
         "kl_to_sft": kl_sft, **verdict, "answers_checked": n_checked, "answer_accuracy_before": acc_before,

@@ -11,6 +11,7 @@ from gristmill.config import to_dict
 from gristmill.manifests import Manifest, begin_stage
 from gristmill.train import parallel
 from gristmill.train.checkpoint import discard_other_runs
+from gristmill.train.spikes import event_counts
 from gristmill.stages import spec
 
 
@@ -58,8 +59,7 @@ def run_metrics(result: Any, par: parallel.Parallel) -> dict[str, Any]:
     return {"steps": result.state.step, "final_train_loss": result.final_train_loss,
             "train_time_s": round(result.loop_time_s, 3), "step_time_s": round(result.compute_s, 3),
             "resumed_from_step": result.resumed_from, "peak_memory_mb": round(result.peak_memory_mb, 1),
-            "spikes_skipped": sum(1 for e in events if e["action"] == "skip"),
-            "rollbacks": sum(1 for e in events if e["action"] == "rollback"),
+            **event_counts(events),
             "device": par.device.type, "world_size": par.world_size}
 
 

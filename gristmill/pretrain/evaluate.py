@@ -8,8 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gristmill.train import parallel
-from gristmill.train.parallel import Parallel, autocast_for
+from gristmill.train.parallel import Parallel
 
 
 def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -20,21 +19,14 @@ def causal_lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum"), targets.numel()
 
 
-@torch.no_grad()
 def validation_loss(model: torch.nn.Module, batches: list[np.ndarray], par: Parallel, dtype: str) -> float | None:
     """Mean token loss over this rank's fixed val batches, averaged over all ranks' tokens; None without val data."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=par.device)  # (sum of token losses, tokens)
-    for b in batches:
-        x = torch.from_numpy(b).to(par.device)
-        with autocast_for(par.device, dtype):
-            loss_sum, n = causal_lm_loss(model, x)
-        total += torch.stack([loss_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=par.device)])
-    model.train(was_training)
-    total = parallel.sum_across(par, total)
-    s, n = total.tolist()
-    return s / n if n else None
+    from gristmill.train.trainer import evaluate_loss
+
+    def loss_fn(m: torch.nn.Module, b: np.ndarray) -> tuple[torch.Tensor, int]:
+        return causal_lm_loss(m, torch.from_numpy(b).to(par.device))
+
+    return evaluate_loss(model, par, batches, loss_fn, dtype).get("eval_loss")
 
 
 def perplexity(loss: float | None) -> float | None:

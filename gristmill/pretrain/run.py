@@ -38,6 +38,7 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
     from gristmill.pretrain.evaluate import causal_lm_loss, describe, flops_per_token, perplexity
     from gristmill.train.metrics import peak_flops
     from gristmill.train.loop import train
+    from gristmill.train.spikes import event_counts
     from gristmill.train.tracking import tracked_files
     from gristmill.pretrain.model import build_model, count_params, llama_config, save_hf_folder
     from gristmill.pretrain.plots import plot_training, read_rows
@@ -142,8 +143,7 @@ def _run(config: PretrainConfig, inputs: dict[str, list[Path]], out: Path, *, fo
             "sources": _source_metrics([report_path(d, out) for d in data_dirs], sources, weights, data, st.cursor,
                                        st.events, config.seq_len),
             "val_tokens_evaluated": sum(b.shape[0] * (b.shape[1] - 1) for b in val) * par.world_size,
-            "spikes_skipped": sum(1 for e in st.events if e["action"] == "skip"),
-            "rollbacks": sum(1 for e in st.events if e["action"] == "rollback"),
+            **event_counts(st.events),
             "windows_skipped": sum(e["skipped"][1] - e["skipped"][0] for e in st.events
                                    if e["action"] == "rollback"),
             "tokens_per_s": result.units_per_s,

@@ -12,7 +12,6 @@ checkpoint step-00000040 holds the state after it.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from gristmill.train.config import LoopConfig
 from gristmill.train.metrics import mfu
 from gristmill.train.parallel import Parallel
-from gristmill.train.spikes import SpikeError, Verdict
+from gristmill.train.spikes import SpikeError, spike_event
 from gristmill.train.trainer import Hooks, LoopState, LossFn, Trainer
 
 __all__ = ["BatchSource", "Hooks", "LoopState", "TrainResult", "train"]
@@ -90,7 +89,7 @@ def train(cfg: LoopConfig, model: torch.nn.Module, forward: torch.nn.Module, par
                                    f"{unit}_per_s": u.units / dt}
             row |= {f"train_{k}": v for k, v in u.stats.items()}
             if verdict.action != "ok":
-                event = _event(n, verdict, u.loss, u.grad_norm)
+                event = spike_event(n, verdict, u.loss, u.grad_norm)
                 st.events.append(event)
                 row |= {"action": verdict.action, "reason": verdict.reason, "event": event}
                 if par.main:
@@ -138,11 +137,3 @@ def train(cfg: LoopConfig, model: torch.nn.Module, forward: torch.nn.Module, par
                        compute_s=compute_s,
                        mfu=mfu(ups, flops_per_unit, peak_flops, par.world_size) if (ups and flops_per_unit) else None,
                        peak_memory_mb=peak_memory_mb(par.device))
-
-
-def _event(n: int, v: Verdict, loss: float, grad_norm: float) -> dict[str, Any]:
-    def num(x: float | None) -> float | None:
-        return x if x is None or math.isfinite(x) else None
-
-    return {"step": n, "kind": "spike", "action": v.action, "reason": v.reason, "loss": num(loss),
-            "grad_norm": num(grad_norm), "z_loss": num(v.z_loss), "z_grad": num(v.z_grad)}

@@ -99,3 +99,18 @@ class SpikeDetector:
         self.spike_steps = [int(v) for v in d["spike_steps"]]
         self.rollbacks = int(d["rollbacks"])
         self.lr_low_until = int(d["lr_low_until"])
+
+
+def spike_event(step: int, v: Verdict, loss: float, grad_norm: float) -> dict[str, Any]:
+    """The record of a spike the ladder acted on (its action, reason, values and z-scores; non-finite ones as None)."""
+    def num(x: float | None) -> float | None:
+        return x if x is None or math.isfinite(x) else None
+
+    return {"step": step, "kind": "spike", "action": v.action, "reason": v.reason, "loss": num(loss),
+            "grad_norm": num(grad_norm), "z_loss": num(v.z_loss), "z_grad": num(v.z_grad)}
+
+
+def event_counts(events: list[dict[str, Any]]) -> dict[str, int]:
+    """spikes_skipped and rollbacks of a run's events, for its manifest."""
+    return {"spikes_skipped": sum(1 for e in events if e["action"] == "skip"),
+            "rollbacks": sum(1 for e in events if e["action"] == "rollback")}

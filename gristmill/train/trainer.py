@@ -134,7 +134,7 @@ class Trainer:
 
     def _split(self, sd: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         """Checkpoint parts: "model" (every weight) or "adapter" (the trainable ones: LoRA and any new head), or
-        one part per model of a ModuleDict."""
+        one part per model of a ModuleDict ("policy.x" is "x" of part "policy")."""
         if list(self.parts) == ["model"]:
             return {"adapter" if self.frozen else "model": sd}
         return {name: {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")} for name in self.parts}
@@ -142,10 +142,9 @@ class Trainer:
     def restore(self, path: Path) -> dict[str, Any]:
         """Load a checkpoint (every file verified against its recorded sha256) into model, optimizer and RNG."""
         ck = load_checkpoint(path)
-        if list(self.parts) == ["model"]:
-            sd = ck.parts["adapter" if self.frozen else "model"]
-        else:
-            sd = {f"{name}.{k}": v for name, part in ck.parts.items() for k, v in part.items()}
+        # the inverse of _split: one part is the state dict itself, several are prefixed by their names
+        sd = next(iter(ck.parts.values())) if list(self.parts) == ["model"] else {
+            f"{name}.{k}": v for name, part in ck.parts.items() for k, v in part.items()}
         parallel.load_state(self.par, self.model, self.opt, sd, ck.optimizer, strict=not self.frozen)
         restore_rng(ck.rng[self.par.rank % len(ck.rng)])
         return ck.state
@@ -203,8 +202,7 @@ class Trainer:
         """Forward + backward over this rank's micro-batches, gradients scaled to the mean over every unit of the
         update on all ranks, clipped, judged by the spike detector, and applied unless it says otherwise."""
         par, hooks = self.par, self.hooks
-        total = torch.zeros(2, dtype=torch.float64, device=par.device)  # (loss sum, units) of this rank
-        stat_names: list[str] = []
+        sums = _Sums(par.device)
         for i, b in enumerate(micro):
             # gradients are reduced across ranks on the last micro-batch only
             with parallel.no_grad_sync(self.forward, skip=i < len(micro) - 1):
@@ -212,14 +210,8 @@ class Trainer:
                     loss_sum, count, *more = loss_fn(self.forward, b)
                 loss_sum = hooks.loss(n, loss_sum, self.detector.rollbacks)
                 loss_sum.backward()
-            sums = [loss_sum.detach().double(), torch.as_tensor(count, dtype=torch.float64, device=par.device)]
-            if more:  # every micro-batch reports the same stats, in the same order
-                stat_names = list(more[0])
-                sums += [v.detach().double().reshape(()) for v in more[0].values()]
-            if len(total) < len(sums):
-                total = torch.cat([total, total.new_zeros(len(sums) - len(total))])
-            total += torch.stack(sums)
-        total = parallel.sum_across(par, total)  # one collective for the loss, the units and the stats
+            sums.add(loss_sum, count, *more)
+        total = parallel.sum_across(par, sums.total)  # one collective for the loss, the units and the stats
         # The gradients hold this rank's sum over its units, averaged over ranks by DDP / FSDP: times
         # world_size / (units on all ranks) makes them the mean over every unit of the update, however
         # unevenly the label masks split the units between micro-batches and ranks.
@@ -241,7 +233,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return Update(loss=loss_v, grad_norm=norm_v,
                       part_norms=dict(zip(self.parts, part_norms)) if len(self.parts) > 1 else {},
-                      units=int(units), stats={k: v / max(units, 1) for k, v in zip(stat_names, stat_sums)},
+                      units=int(units), stats={k: v / max(units, 1) for k, v in zip(sums.names, stat_sums)},
                       verdict=verdict)
 
     @torch.no_grad()
@@ -255,6 +247,23 @@ class Trainer:
             self.log.close()
 
 
+class _Sums:
+    """A loss function's outputs summed over micro-batches, on the device (no sync): (loss, units, *stats)."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros(2, dtype=torch.float64, device=device)
+        self.names: list[str] = []  # every micro-batch reports the same stats, in the same order
+
+    def add(self, loss_sum: torch.Tensor, count: Any, *more: dict[str, torch.Tensor]) -> None:
+        sums = [loss_sum.detach().double(), torch.as_tensor(count, dtype=torch.float64, device=self.total.device)]
+        if more:
+            self.names = list(more[0])
+            sums += [v.detach().double().reshape(()) for v in more[0].values()]
+        if len(self.total) < len(sums):
+            self.total = torch.cat([self.total, self.total.new_zeros(len(sums) - len(self.total))])
+        self.total += torch.stack(sums)
+
+
 @torch.no_grad()
 def evaluate_loss(forward: torch.nn.Module, par: Parallel, batches: list[Any], loss_fn: LossFn,
                   dtype: str = "auto") -> dict[str, float]:
@@ -262,21 +271,14 @@ def evaluate_loss(forward: torch.nn.Module, par: Parallel, batches: list[Any], l
     (no dropout) for the call, the module's mode restored after. {} when no rank has a unit."""
     was = forward.training
     forward.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=par.device)
-    names: list[str] = []
+    sums = _Sums(par.device)
     try:
         for b in batches:
             with autocast_for(par.device, dtype):
-                loss_sum, count, *more = loss_fn(forward, b)
-            sums = [loss_sum.double(), torch.as_tensor(count, dtype=torch.float64, device=par.device)]
-            if more:
-                names = list(more[0])
-                sums += [v.double().reshape(()) for v in more[0].values()]
-            if len(total) < len(sums):
-                total = torch.cat([total, total.new_zeros(len(sums) - len(total))])
-            total += torch.stack(sums)
+                sums.add(*loss_fn(forward, b))
     finally:
         forward.train(was)
+    total = sums.total
     if par.distributed:  # a rank without a held-out batch has no stats yet: pad to the longest
         import torch.distributed as dist
 
@@ -286,4 +288,4 @@ def evaluate_loss(forward: torch.nn.Module, par: Parallel, batches: list[Any], l
     s, n, *stats = parallel.sum_across(par, total).tolist()
     if not n:
         return {}
-    return {"eval_loss": s / n, **{f"eval_{k}": v / n for k, v in zip(names, stats)}}
+    return {"eval_loss": s / n, **{f"eval_{k}": v / n for k, v in zip(sums.names, stats)}}
